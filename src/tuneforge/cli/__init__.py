@@ -1,0 +1,61 @@
+"""The ``tuneforge`` command. Thin: parse arguments, call the library, print.
+
+Each command group lives in its own module exposing ``register(subparsers)``; commands import
+heavy libraries (torch, transformers) inside their functions so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tuneforge.errors import TuneforgeError
+
+_COMMAND_MODULES = ["tuneforge.cli.model_commands"]
+
+EPILOG = """examples:
+  tuneforge generate --model default "What is the capital of France?"
+  tuneforge chat --model default
+  tuneforge models
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered command group."""
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="tuneforge",
+        description="Adapt open LLMs to your task and knowledge: fine-tune (full, LoRA, QLoRA), "
+        "retrieve (RAG), evaluate and serve.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from tuneforge import __version__
+
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TuneforgeError as err:
+        print(f"tuneforge: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntuneforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""``tuneforge models``, ``generate`` and ``chat``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tuneforge.cli.options import HelpFormatter, add_model_options, add_sampling_options
+
+
+def register(subparsers) -> None:
+    models = subparsers.add_parser(
+        "models",
+        help="list bundled and cached models",
+        formatter_class=HelpFormatter,
+        epilog="example:\n  tuneforge models",
+    )
+    models.set_defaults(func=run_models)
+
+    generate = subparsers.add_parser(
+        "generate",
+        help="generate a reply to one prompt",
+        formatter_class=HelpFormatter,
+        epilog='example:\n  tuneforge generate --model default "What is the capital of France?"\n'
+        '  tuneforge generate --adapter runs/json/adapter "Order 2 lamps, ship to Oslo"',
+    )
+    add_model_options(generate)
+    generate.add_argument("--adapter", default=None, help="a LoRA adapter folder (PEFT format)")
+    add_sampling_options(generate)
+    generate.add_argument("--quiet", action="store_true", help="print only the reply, no timing")
+    generate.add_argument("prompt", help="the user message")
+    generate.set_defaults(func=run_generate)
+
+    chat = subparsers.add_parser(
+        "chat",
+        help="interactive multi-turn chat",
+        formatter_class=HelpFormatter,
+        epilog="example:\n  tuneforge chat --model default\n"
+        "commands inside the chat: /reset clears the history, /exit (or Ctrl-D) quits",
+    )
+    add_model_options(chat)
+    chat.add_argument("--adapter", default=None, help="a LoRA adapter folder (PEFT format)")
+    add_sampling_options(chat)
+    chat.set_defaults(func=run_chat)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from tuneforge.models import list_models
+
+    rows = list_models()
+    width = max(len(row["ref"]) for row in rows)
+    for row in rows:
+        print(f"{row['ref']:<{width}}  {row['name']}  [{row['state']}]  {row['path']}")
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from tuneforge.adapters import attach_adapter
+    from tuneforge.models import load_model
+
+    start = time.perf_counter()
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = loaded.model
+    if args.adapter:
+        model = attach_adapter(model, args.adapter)
+    return model, loaded.tokenizer, time.perf_counter() - start
+
+
+def _settings(args: argparse.Namespace):
+    from tuneforge.generation import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tuneforge.generation import chat_messages, generate
+
+    settings = _settings(args)
+    model, tokenizer, load_seconds = _load(args)
+    reply = generate(
+        model, tokenizer, chat_messages(args.prompt, args.system), settings, on_text=_write
+    )
+    _write("\n")
+    if not args.quiet:
+        rate = reply.completion_tokens / reply.seconds if reply.seconds > 0 else 0.0
+        print(
+            f"[load {load_seconds:.1f} s · {reply.prompt_tokens} prompt + {reply.completion_tokens} "
+            f"new tokens · {rate:.1f} tokens/s]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from tuneforge.generation import chat_messages, generate
+
+    settings = _settings(args)
+    model, tokenizer, _ = _load(args)
+    history: list[dict] = []
+    print("tuneforge chat: /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            return 0
+        if line == "/reset":
+            history.clear()
+            print("(history cleared)", file=sys.stderr)
+            continue
+        messages = chat_messages(line, args.system, history)
+        _write("assistant> ")
+        reply = generate(model, tokenizer, messages, settings, on_text=_write)
+        _write("\n")
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": reply.text}]
