@@ -1,6 +1,46 @@
-"""Adapters: LoRA/QLoRA configuration, PEFT-format save/load, merge, hot-swap registry."""
+"""Adapters: PEFT-format save/load with a base identity check, merge, hot-swap registry, export.
 
-from tuneforge.adapters.loading import attach_adapter
+Heavy modules (registry, merge, export) are imported on first use of their names, so importing
+``tuneforge.adapters`` for ``save_adapter`` stays cheap.
+"""
+
+from tuneforge.adapters.identity import BaseIdentity, base_identity
+from tuneforge.adapters.loading import attach_adapter, read_adapter
 from tuneforge.adapters.saving import save_adapter
 
-__all__ = ["attach_adapter", "save_adapter"]
+_LAZY = {
+    "AdapterRegistry": "tuneforge.adapters.registry",
+    "parse_adapter_spec": "tuneforge.adapters.registry",
+    "MergeReport": "tuneforge.adapters.merge",
+    "merge_adapter": "tuneforge.adapters.merge",
+    "merge_lora": "tuneforge.adapters.merge",
+    "unmerge_lora": "tuneforge.adapters.merge",
+    "lora_deltas": "tuneforge.adapters.merge",
+    "export_gguf": "tuneforge.adapters.export",
+    "write_gguf": "tuneforge.adapters.export",
+}
+
+__all__ = [
+    "AdapterRegistry",
+    "BaseIdentity",
+    "MergeReport",
+    "attach_adapter",
+    "base_identity",
+    "export_gguf",
+    "lora_deltas",
+    "merge_adapter",
+    "merge_lora",
+    "parse_adapter_spec",
+    "read_adapter",
+    "save_adapter",
+    "unmerge_lora",
+    "write_gguf",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tuneforge.adapters' has no attribute {name!r}")

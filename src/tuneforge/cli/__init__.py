@@ -11,7 +11,16 @@ import sys
 
 from tuneforge.errors import TuneforgeError
 
-_COMMAND_MODULES = ["tuneforge.cli.model_commands"]
+_COMMAND_MODULES = [
+    "tuneforge.cli.model_commands",
+    "tuneforge.cli.data_commands",
+    "tuneforge.cli.train_commands",
+    "tuneforge.cli.serve_commands",
+    "tuneforge.cli.adapter_commands",
+    "tuneforge.cli.rag_commands",
+    "tuneforge.cli.plan_commands",
+    "tuneforge.cli.eval_commands",
+]
 
 EPILOG = """examples:
   tuneforge generate --model default "What is the capital of France?"

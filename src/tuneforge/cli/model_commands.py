@@ -23,10 +23,18 @@ def register(subparsers) -> None:
         help="generate a reply to one prompt",
         formatter_class=HelpFormatter,
         epilog='example:\n  tuneforge generate --model default "What is the capital of France?"\n'
-        '  tuneforge generate --adapter runs/json/adapter "Order 2 lamps, ship to Oslo"',
+        '  tuneforge generate --adapter runs/json/adapter "Order 2 lamps, ship to Oslo"\n'
+        "  tuneforge generate --adapter json=runs/json/adapter --adapter terse=runs/terse/adapter "
+        '"Order 2 lamps"   # the base and each adapter side by side',
     )
     add_model_options(generate)
-    generate.add_argument("--adapter", default=None, help="a LoRA adapter folder (PEFT format)")
+    generate.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        help="a LoRA adapter folder (PEFT format); repeat as NAME=DIR to compare several "
+        "adapters and the base side by side",
+    )
     add_sampling_options(generate)
     generate.add_argument("--quiet", action="store_true", help="print only the reply, no timing")
     generate.add_argument("prompt", help="the user message")
@@ -87,6 +95,12 @@ def run_generate(args: argparse.Namespace) -> int:
     from tuneforge.generation import chat_messages, generate
 
     settings = _settings(args)
+    specs = args.adapter or []
+    if len(specs) > 1 or any("=" in spec for spec in specs):
+        from tuneforge.cli.adapter_commands import run_compare
+
+        return run_compare(args, specs, settings)
+    args.adapter = specs[0] if specs else None
     model, tokenizer, load_seconds = _load(args)
     reply = generate(
         model, tokenizer, chat_messages(args.prompt, args.system), settings, on_text=_write

@@ -1,5 +1,40 @@
-"""Data: user files in, token ids, loss masks and packed batches out."""
+"""Data: user files in, token ids, loss masks and packed batches out.
 
+from tuneforge.data import DataConfig, prepare_data, make_batches
+prepared = prepare_data(DataConfig(path="train.jsonl", max_length=512), tokenizer)
+batches = make_batches(prepared.train, batch_size=8, max_length=512, packing=True,
+                       pad_token_id=ensure_pad_token(tokenizer), seed=0, epoch=0)
+"""
+
+from tuneforge.data.batching import (
+    Batch,
+    count_real_tokens,
+    ensure_pad_token,
+    make_batches,
+    pack_rows,
+    packing_efficiency,
+)
+from tuneforge.data.config import DataConfig
+from tuneforge.data.prepare import DataReport, PreparedData, prepare_data
+from tuneforge.data.rendering import ChatRenderer, Rendered
 from tuneforge.data.templates import FALLBACK_CHAT_TEMPLATE, ensure_chat_template
+from tuneforge.data.tokenization import IGNORE_INDEX, TokenizedExample
 
-__all__ = ["FALLBACK_CHAT_TEMPLATE", "ensure_chat_template"]
+__all__ = [
+    "FALLBACK_CHAT_TEMPLATE",
+    "IGNORE_INDEX",
+    "Batch",
+    "ChatRenderer",
+    "DataConfig",
+    "DataReport",
+    "PreparedData",
+    "Rendered",
+    "TokenizedExample",
+    "count_real_tokens",
+    "ensure_chat_template",
+    "ensure_pad_token",
+    "make_batches",
+    "pack_rows",
+    "packing_efficiency",
+    "prepare_data",
+]

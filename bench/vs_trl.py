@@ -1,0 +1,317 @@
+"""tuneforge vs TRL's SFTTrainer + peft: real tokens/s, peak RSS and loss, side by side.
+
+Same model (the bundled default), data (the JSON-orders demo task), batch size, max length,
+LoRA config (r=8, alpha=16, every linear layer but the head), precision (fp32) and steps; loss on
+the assistant answer only; packing off for both, then on for both. Each run is its own
+subprocess so peak RSS is clean; the runs alternate so machine load hits both alike.
+
+Tokens/s counts real (non-pad) tokens, steady state: steps 2..N over the time between the end of
+step 1 and the end of step N. The same run measures this machine's torch.matmul peak (fp32 and
+bf16) and reports tuneforge's useful training FLOP/s as a fraction of it.
+
+    .venv/bin/python bench/vs_trl.py            # 20 steps, batch 8, max length 256
+    .venv/bin/python bench/vs_trl.py --quick    # 6 steps, batch 4, max length 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import markdown_table, peak_rss_bytes, report
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "src" / "tuneforge" / "assets" / "json_orders" / "train.jsonl"
+HOME = Path.home() / ".cache" / "tuneforge-test-default"
+LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
+LR = 2e-4
+
+
+def model_dir() -> Path:
+    """The converted default model folder (converted on first use)."""
+    from tuneforge.models.bundled import ensure_default_model
+
+    return ensure_default_model(HOME, progress=False)
+
+
+def steady_rate(tokens: list[int], ends: list[float]) -> float:
+    """Real tokens/s over steps 2..N: tokens of those steps / (end of step N - end of step 1)."""
+    if len(ends) < 2:
+        return tokens[0] / ends[0] if ends and ends[0] > 0 else 0.0
+    return sum(tokens[1:]) / (ends[-1] - ends[0])
+
+
+def run_tuneforge(args) -> dict:
+    """One tuneforge run through ``tuneforge.train.train``; read back its metrics."""
+    import shutil
+
+    from tuneforge.train import TrainConfig, train
+    from tuneforge.train.metrics import read_metrics
+
+    out = Path(args.workdir) / f"tuneforge-{args.packing}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(
+        model=str(model_dir()),
+        data=str(DATA),
+        method="lora",
+        out=str(out),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        packing=bool(args.packing),
+        lr=LR,
+        warmup_ratio=0.0,
+        schedule="linear",
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        dtype="float32",
+        max_grad_norm=1.0,
+        progress=False,
+    )
+    lines: list[str] = []
+    train(config, log=lines.append)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    share = re.search(r"carrying loss: \d+ \(([\d.]+)%\)", "\n".join(lines))
+    return {
+        "supervised_share": float(share.group(1)) / 100 if share else 0.25,
+        "tokens": [r["tokens"] for r in rows],
+        "ends": [r["elapsed_s"] for r in rows],
+        "losses": [r["loss"] for r in rows],
+    }
+
+
+def _trl_dataset():
+    """The demo task as conversational prompt/completion records (loss on the completion)."""
+    from datasets import Dataset
+
+    records = []
+    for line in DATA.read_text(encoding="utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        records.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return Dataset.from_list(records)
+
+
+def run_trl(args) -> dict:
+    """One TRL SFTTrainer + peft run with a callback timing each step and a counting collator."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    folder = model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    ends: list[float] = []
+    tokens: list[int] = []
+    start = [0.0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_args, **_kwargs):
+            if not start[0]:
+                start[0] = time.perf_counter()
+
+        def on_step_end(self, *_args, **_kwargs):
+            ends.append(time.perf_counter() - start[0])
+
+    config = SFTConfig(
+        output_dir=str(Path(args.workdir) / f"trl-{args.packing}"),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=LR,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        max_length=args.max_length,
+        packing=bool(args.packing),
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        max_grad_norm=1.0,
+    )
+    peft_config = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=_trl_dataset(),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[Timer()],
+    )
+    collate = trainer.data_collator
+
+    def counting_collator(features):
+        batch = collate(features)
+        if "attention_mask" in batch:
+            tokens.append(int(batch["attention_mask"].sum()))
+        else:  # padding-free packing: every position is a real token
+            tokens.append(int(batch["input_ids"].numel()))
+        return batch
+
+    trainer.data_collator = counting_collator
+    trainer.train()
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    return {"tokens": tokens[: len(ends)], "ends": ends, "losses": losses}
+
+
+def matmul_peak() -> dict[str, float]:
+    """This machine's torch.matmul throughput (FLOP/s) for fp32 and bf16, 1024^3 products."""
+    import torch
+
+    peaks = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(1024, 1024, dtype=dtype)
+        b = torch.randn(1024, 1024, dtype=dtype)
+        for _ in range(3):
+            torch.matmul(a, b)
+        best = float("inf")
+        for _ in range(5):
+            tick = time.perf_counter()
+            for _ in range(5):
+                torch.matmul(a, b)
+            best = min(best, (time.perf_counter() - tick) / 5)
+        peaks[str(dtype).removeprefix("torch.")] = 2 * 1024**3 / best
+    return peaks
+
+
+def useful_flops_per_token(supervised_share: float) -> float:
+    """LoRA training FLOPs per real token on the default model (frozen base, fp32).
+
+    Forward 2*N and input-gradient backward 2*N for the N decoder linear weights (the frozen base
+    needs no weight gradients; LoRA's own FLOPs are < 2% at r=8), plus the tied head
+    (2*V*H forward + 2*V*H backward) on supervised positions only. Attention scores are left out.
+    """
+    layers, hidden, inter, kv, vocab = 30, 576, 1536, 192, 49152
+    per_layer = hidden * hidden * 2 + hidden * kv * 2 + 3 * hidden * inter
+    return 4 * layers * per_layer + 4 * vocab * hidden * supervised_share
+
+
+def worker(args) -> None:
+    """Run one configuration and print one JSON line with its measurements."""
+    import torch
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_tuneforge(args) if args.worker == "tuneforge" else run_trl(args)
+    result["peak_rss_bytes"] = peak_rss_bytes()
+    result["tokens_per_s"] = steady_rate(result["tokens"], result["ends"])
+    print("RESULT " + json.dumps(result))
+
+
+def launch(args, which: str, packing: int) -> dict:
+    """Run a worker subprocess and parse its result line."""
+    command = [
+        sys.executable, __file__, "--worker", which, "--packing", str(packing),
+        "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--max-length", str(args.max_length), "--workdir", args.workdir,
+    ]  # fmt: skip
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"{which} packing={packing} failed:\n{done.stderr[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6 steps, batch 4, max length 128")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    parser.add_argument("--workdir", default="/tmp/tuneforge-bench-vs-trl")
+    parser.add_argument("--worker", choices=["tuneforge", "trl"], default=None)
+    parser.add_argument("--packing", type=int, default=0)
+    args = parser.parse_args()
+    args.steps = args.steps or (6 if args.quick else 20)
+    args.batch_size = args.batch_size or (4 if args.quick else 8)
+    args.max_length = args.max_length or (128 if args.quick else 256)
+    if args.worker:
+        worker(args)
+        return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the peak is measured with the runs' thread count
+    peaks = matmul_peak()
+    rows, notes = [], []
+    for packing in (0, 1):
+        results = {which: launch(args, which, packing) for which in ("trl", "tuneforge")}
+        trl, ours = results["trl"], results["tuneforge"]
+        speedup = ours["tokens_per_s"] / trl["tokens_per_s"] if trl["tokens_per_s"] else 0.0
+        for name, res in (("TRL SFTTrainer + peft", trl), ("tuneforge", ours)):
+            tail = res["losses"][-3:]
+            rows.append(
+                [
+                    "on" if packing else "off",
+                    name,
+                    f"{res['tokens_per_s']:.0f}",
+                    f"{res['peak_rss_bytes'] / 2**30:.2f}",
+                    f"{res['losses'][0]:.3f}",
+                    f"{sum(tail) / len(tail):.3f}",
+                    f"{speedup:.2f}x" if name == "tuneforge" else "1.00x",
+                ]
+            )
+        flops = ours["tokens_per_s"] * useful_flops_per_token(ours["supervised_share"])
+        notes.append(
+            f"packing {'on' if packing else 'off'}: tuneforge useful training FLOP/s "
+            f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peaks['float32']:.1f}% of the measured "
+            f"fp32 matmul peak"
+        )
+    body = (
+        f"Default model (SmolLM2-135M-Instruct), JSON-orders task, LoRA r={LORA['r']} "
+        f"alpha={LORA['alpha']} on every linear layer but the head, fp32, batch "
+        f"{args.batch_size}, max length {args.max_length}, {args.steps} steps, "
+        f"{args.threads or 'default'} torch threads, loss on the "
+        "answer only. Tokens/s = real (non-pad) tokens, steady state (steps 2..N); peak RSS of "
+        "each run's own process (model load included). Data order differs between the two "
+        "(each shuffles its own way), so losses are compared as first step and mean of the last "
+        "3.\n\n"
+        + markdown_table(
+            [
+                "packing",
+                "trainer",
+                "tokens/s",
+                "peak RSS GiB",
+                "loss step 1",
+                "loss last 3",
+                "speed vs TRL",
+            ],
+            rows,
+        )
+        + "\n\n"
+        + f"torch.matmul peak (1024^3): fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 "
+        f"{peaks['bfloat16'] / 1e9:.1f} GFLOP/s.\n"
+        + "\n".join(f"- {note}" for note in notes)
+        + "\n- useful FLOPs/token = 4 x decoder linear params + 4 x vocab x hidden x supervised "
+        "share of the data (frozen base: forward + input gradient)."
+    )
+    report("vs_trl", "tuneforge vs TRL SFTTrainer + peft (LoRA)", body)
+
+
+if __name__ == "__main__":
+    main()

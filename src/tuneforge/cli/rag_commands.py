@@ -1,0 +1,225 @@
+"""``tuneforge rag ingest|search|ask|remove|stats``: a document store for grounded answers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tuneforge.cli.options import HelpFormatter, add_model_options, add_sampling_options
+
+
+def register(subparsers) -> None:
+    rag = subparsers.add_parser(
+        "rag",
+        help="retrieval-augmented answers: ingest documents, search, ask with sources",
+        formatter_class=HelpFormatter,
+        epilog="examples:\n"
+        "  tuneforge rag ingest --store kb docs/\n"
+        '  tuneforge rag ask --store kb "How long is the warranty?"\n'
+        "  tuneforge rag stats --store kb",
+    )
+    commands = rag.add_subparsers(dest="rag_command", metavar="COMMAND")
+    rag.set_defaults(func=lambda args: (rag.print_help(), 2)[1])
+
+    ingest = _command(
+        commands,
+        "ingest",
+        "add or update documents (.txt .md .html .pdf .jsonl); unchanged ones are skipped",
+        "tuneforge rag ingest --store kb docs/ notes.md\n"
+        "  tuneforge rag ingest --store kb --text-field body data.jsonl",
+    )
+    ingest.add_argument("paths", nargs="+", help="files and folders to ingest")
+    ingest.add_argument(
+        "--embedding-model",
+        default=None,
+        help="embedding model for a new store: 'default' (bundled all-MiniLM-L6-v2), a "
+        "sentence-transformers folder or a hub id; an existing store keeps its own",
+    )
+    ingest.add_argument(
+        "--chunk-size", type=int, default=None, help="tokens per chunk (new store; 160)"
+    )
+    ingest.add_argument(
+        "--overlap", type=int, default=None, help="overlap in tokens (new store; 32)"
+    )
+    ingest.add_argument("--text-field", default="text", help="text field of .jsonl files")
+    ingest.set_defaults(func=run_ingest)
+
+    search = _command(
+        commands,
+        "search",
+        "show the chunks that best match a query",
+        'tuneforge rag search --store kb --mode bm25 --top-k 3 "warranty claim form"',
+    )
+    _add_retrieval_options(search)
+    search.add_argument("query", help="the search text")
+    search.set_defaults(func=run_search)
+
+    ask = _command(
+        commands,
+        "ask",
+        "answer a question from the store, citing numbered sources",
+        'tuneforge rag ask --store kb "How long is the warranty?"\n'
+        '  tuneforge rag ask --store kb --adapter runs/x/adapter --top-k 3 "Who is the CTO?"',
+    )
+    _add_retrieval_options(ask)
+    add_model_options(ask)
+    ask.add_argument("--adapter", default=None, help="a LoRA adapter folder (PEFT format)")
+    ask.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help="refuse without generating when no source's cosine similarity reaches this "
+        "(default 0.3)",
+    )
+    add_sampling_options(ask)
+    ask.add_argument("question", help="the question")
+    ask.set_defaults(func=run_ask)
+
+    remove = _command(
+        commands,
+        "remove",
+        "delete a document (by path or id), or every document under a folder",
+        "tuneforge rag remove --store kb docs/old-price-list.md",
+    )
+    remove.add_argument("target", help="a document path, a folder, or a document id")
+    remove.set_defaults(func=run_remove)
+
+    stats = _command(
+        commands, "stats", "counts, embedding model and settings", "tuneforge rag stats --store kb"
+    )
+    stats.add_argument("--documents", action="store_true", help="also list every document")
+    stats.set_defaults(func=run_stats)
+
+
+def _command(commands, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name, help=help_text, formatter_class=HelpFormatter, epilog=f"example:\n  {example}"
+    )
+    parser.add_argument("--store", required=True, help="the store folder")
+    return parser
+
+
+def _add_retrieval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="how many sources to retrieve")
+    parser.add_argument(
+        "--mode", default="hybrid", choices=["dense", "bm25", "hybrid"], help="retrieval mode"
+    )
+    parser.add_argument("--source", default=None, help="only search this file or folder")
+    parser.add_argument(
+        "--reranker", default=None, help="a cross-encoder folder or hub id to rerank with"
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="check that the store was built with this embedding model (default: use the "
+        "store's own)",
+    )
+
+
+def _display_path(source: str) -> str:
+    """A source path relative to the working directory when it lies under it."""
+    try:
+        return os.path.relpath(source) if Path(source).is_relative_to(Path.cwd()) else source
+    except ValueError:
+        return source
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from tuneforge.rag import RagStore
+
+    store = RagStore(
+        args.store,
+        embedding_model=args.embedding_model,
+        chunk_size=args.chunk_size,
+        overlap=args.overlap,
+    )
+    report = store.ingest(args.paths, text_field=args.text_field, progress=sys.stderr.isatty())
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, skipped {report.skipped} · {report.chunks} chunks embedded "
+        f"in {report.seconds:.1f} s · store: {store.stats().documents} documents"
+    )
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from tuneforge.rag import RagStore
+
+    store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
+    hits = store.search(args.query, top_k=args.top_k, mode=args.mode, source_filter=args.source)
+    if not hits:
+        print("no matches")
+    for n, hit in enumerate(hits, start=1):
+        text = " ".join(hit.text.split())
+        print(
+            f"[{n}] {_display_path(hit.source)} ({hit.location})  score {hit.score:.4f}  "
+            f"similarity {hit.similarity:.3f}"
+        )
+        print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
+    return 0
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    from tuneforge.cli.model_commands import _load, _settings
+    from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, cited_sources
+
+    store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
+    model, tokenizer, _ = _load(args)
+    result = answer(
+        args.question,
+        store,
+        model,
+        tokenizer,
+        top_k=args.top_k,
+        settings=_settings(args),
+        mode=args.mode,
+        min_similarity=MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
+        system=args.system,
+        source_filter=args.source,
+    )
+    print(result.text)
+    if not result.hits:
+        print("\n(no source in the store is close enough to this question)")
+        return 0
+    cited = cited_sources(result.text, len(result.hits))
+    print("\nSources:")
+    for n, hit in enumerate(result.hits, start=1):
+        mark = "*" if n in cited else " "
+        print(f"{mark}[{n}] {_display_path(hit.source)} ({hit.location})")
+    if cited:
+        print("(* cited in the answer)")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from tuneforge.rag import RagStore
+
+    store = RagStore.open(args.store)
+    for record in store.remove(args.target):
+        print(
+            f"removed {_display_path(record.source)} ({record.chunks} chunks, id {record.doc_id})"
+        )
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from tuneforge.rag import RagStore
+
+    store = RagStore.open(args.store)
+    stats = store.stats()
+    print(f"store:           {stats.folder}")
+    print(f"documents:       {stats.documents}")
+    print(f"chunks:          {stats.chunks}")
+    print(
+        f"embedding model: {stats.embedding_model} ({stats.dimension} dims, {stats.embedding_identity[:19]})"
+    )
+    print(f"chunking:        {stats.chunk_size} tokens, overlap {stats.overlap}")
+    print(f"size on disk:    {stats.disk_bytes / 2**20:.1f} MiB")
+    if args.documents:
+        for record in store.documents():
+            print(f"  {record.doc_id}  {record.chunks:>4} chunks  {_display_path(record.source)}")
+    return 0

@@ -1,0 +1,146 @@
+"""``tuneforge serve``: an OpenAI-compatible HTTP server for a model and its LoRA adapters."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+from tuneforge.cli.options import HelpFormatter, add_model_options
+from tuneforge.errors import ConfigError
+
+EPILOG = """examples:
+  tuneforge serve --model default
+  tuneforge serve --model default --adapter json=runs/json/adapter --api-key secret
+  tuneforge serve --model default --store stores/docs --port 8001
+
+then, from Python (pip install openai):
+  from openai import OpenAI
+  client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
+  client.chat.completions.create(model="json", messages=[{"role": "user", "content": "Hi"}])
+
+hot swap:
+  curl -H 'Authorization: Bearer secret' -d '{"lora_name": "b", "lora_path": "runs/b/adapter"}' \\
+       -H 'Content-Type: application/json' http://127.0.0.1:8000/v1/load_lora_adapter
+"""
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a model and adapters over an OpenAI-compatible HTTP API",
+        formatter_class=HelpFormatter,
+        epilog=EPILOG,
+    )
+    add_model_options(serve)
+    serve.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="load a LoRA adapter folder at start under NAME (repeatable); requests use it with "
+        '"model": NAME',
+    )
+    serve.add_argument(
+        "--adapter-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder inside which /v1/load_lora_adapter may load adapters (repeatable); default: "
+        "the current directory plus the parent folder of each --adapter",
+    )
+    serve.add_argument("--store", type=Path, default=None, help="RAG store folder (enables 'rag')")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind; loopback unless you mean it"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("TUNEFORGE_API_KEY"),
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health "
+        "(default: $TUNEFORGE_API_KEY, which keeps the key out of the process list)",
+    )
+    serve.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the id clients use for the base model (default: the --model reference)",
+    )
+    serve.add_argument(
+        "--max-batch-size", type=int, default=8, help="most requests decoded together"
+    )
+    serve.add_argument(
+        "--max-queue", type=int, default=64, help="most waiting requests; more get HTTP 429"
+    )
+    serve.add_argument(
+        "--max-tokens", type=int, default=256, help="reply length when a request sets none"
+    )
+    serve.set_defaults(func=run_serve)
+
+
+def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
+    """``["name=DIR", ...]`` -> ``{name: Path(DIR)}``, refusing malformed or repeated names."""
+    adapters: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--adapter {spec!r}: expected NAME=DIR, e.g. json=runs/json/adapter")
+        if name in adapters:
+            raise ConfigError(f"--adapter {name}: given twice; each adapter needs its own name")
+        adapters[name] = Path(folder)
+    return adapters
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tuneforge.models import load_model
+    from tuneforge.serve import (
+        Engine,
+        ModelHost,
+        ServeSettings,
+        create_app,
+        default_adapter_roots,
+    )
+    from tuneforge.serve.retrieval import build_retriever
+
+    adapters = parse_adapter_specs(args.adapter)
+    roots = [Path(root) for root in args.adapter_root] or default_adapter_roots(adapters)
+    settings = ServeSettings(
+        model_name=args.served_model_name or args.model,
+        api_key=args.api_key,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        adapter_roots=roots,
+        default_max_tokens=args.max_tokens,
+        store=args.store,
+    )
+    if settings.model_name in adapters:
+        raise ConfigError(f"--adapter {settings.model_name}: the base model already has this name")
+    retriever = build_retriever(args.store) if args.store else None
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    host = ModelHost(loaded.model, loaded.tokenizer)
+    for name, folder in adapters.items():
+        host.load(name, folder)
+    engine = Engine(host, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
+    app = create_app(engine, settings, retriever=retriever)
+    if not _is_loopback(args.host) and settings.api_key is None:
+        print(
+            f"tuneforge: warning: listening on {args.host} without --api-key: anyone who can reach "
+            "this address can use the model and load adapters",
+            file=sys.stderr,
+        )
+    names = ", ".join([settings.model_name, *adapters])
+    print(f"serving {names} at http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

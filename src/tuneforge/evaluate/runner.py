@@ -1,0 +1,339 @@
+"""Run metrics over a data set: ``evaluate(model, tokenizer, data, metrics, store=None)``.
+
+A data set is a list of items (dicts, one JSONL line each). Which fields an item has decides
+what it is scored on:
+
+- ``text``: held-out text for ``perplexity``.
+- ``question`` (or ``prompt``) with ``answer`` (a string or a list of accepted answers):
+  ``exact_match``, ``contains_answer``; ``"answer": null`` or ``"answerable": false`` marks a
+  question whose answer is in no document, scored by ``refusal``; ``source`` (the document
+  holding the answer) is scored by ``citation`` when a store is given.
+- ``question``/``prompt`` with ``expected`` (the JSON object the reply must be): ``json``
+  (valid JSON, schema-valid, field accuracy); the schema comes from the item's ``schema`` or
+  the ``schema`` argument.
+- ``messages`` (the chat shape): everything before a final assistant turn is the prompt, that
+  turn is the reference (parsed as ``expected`` when it is a JSON object, else the ``answer``).
+
+``latency`` is measured on every generated reply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneforge.errors import ConfigError, DataError
+from tuneforge.evaluate import metrics as m
+
+METRICS = ("perplexity", "exact_match", "contains_answer", "json", "citation", "refusal", "latency")
+
+QA_SYSTEM_PROMPT = (
+    'Answer the question in one short sentence. If you do not know the answer, say "I don\'t know".'
+)
+"""The system prompt of plain (non-retrieval) question answering; the RAG prompt has its own."""
+
+
+@dataclass
+class Response:
+    """One generated reply.
+
+    Attributes:
+        text: the reply.
+        seconds: wall time to produce it, retrieval included.
+        sources: the source (document path or id) behind each ``[n]`` shown in the prompt.
+        refused: the system declined to answer (its own decision, or a refusal phrase).
+    """
+
+    text: str
+    seconds: float
+    sources: dict[int, str] = field(default_factory=dict)
+    refused: bool = False
+
+
+Responder = Callable[[dict], Response]
+"""Turns one item into a :class:`Response`; :func:`evaluate` builds one unless given one."""
+
+
+@dataclass
+class EvalResult:
+    """Averages over the data set and one row per item.
+
+    Attributes:
+        metrics: name -> value; rates are fractions in [0, 1], ``*_s`` in seconds, ``n_*`` counts.
+        rows: per item: the prompt, the reply, its seconds and verdicts.
+    """
+
+    metrics: dict[str, float]
+    rows: list[dict]
+
+    def to_dict(self) -> dict:
+        """JSON-ready (``nan`` becomes ``None``)."""
+        clean = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in self.metrics.items()
+        }
+        return {"metrics": clean, "rows": self.rows}
+
+
+def load_eval_data(path: Path | str) -> list[dict]:
+    """Read a JSONL evaluation file; every line must be a JSON object.
+
+    Raises:
+        DataError: the file is missing or a line is not a JSON object (names ``file:line``).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: no such file; pass a JSONL evaluation file") from err
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({err.msg}); fix or remove the line"
+            ) from err
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+        items.append(normalize_item(item))
+    if not items:
+        raise DataError(f"{path}: no items; add one JSON object per line")
+    return items
+
+
+def normalize_item(item: dict) -> dict:
+    """Fill ``prompt``/``system``/``answer``/``expected`` from the ``messages`` shape, if used."""
+    item = dict(item)
+    messages = item.get("messages")
+    if isinstance(messages, list) and messages:
+        turns = list(messages)
+        reference = turns.pop()["content"] if turns[-1].get("role") == "assistant" else None
+        item.setdefault("history", [t for t in turns if t.get("role") != "system"][:-1])
+        item.setdefault(
+            "system", next((t["content"] for t in turns if t.get("role") == "system"), None)
+        )
+        item.setdefault(
+            "prompt", next((t["content"] for t in reversed(turns) if t.get("role") == "user"), "")
+        )
+        if reference is not None and "expected" not in item and "answer" not in item:
+            parsed, error = m.parse_json_reply(reference)
+            if error is None and isinstance(parsed, dict):
+                item["expected"] = parsed
+            else:
+                item["answer"] = reference
+    if "question" in item and "prompt" not in item:
+        item["prompt"] = item["question"]
+    if "answers" in item and "answer" not in item:
+        item["answer"] = item["answers"]
+    return item
+
+
+def _answerable(item: dict) -> bool:
+    return bool(item.get("answerable", item.get("answer") is not None))
+
+
+def _messages(item: dict, system: str | None) -> list[dict]:
+    from tuneforge.generation import chat_messages
+
+    return chat_messages(item["prompt"], item.get("system") or system, item.get("history") or None)
+
+
+def plain_responder(
+    model, tokenizer, settings=None, system: str | None = QA_SYSTEM_PROMPT
+) -> Responder:
+    """Answer from the model alone; ``system`` applies to items without their own."""
+    from tuneforge.generation import generate
+
+    def respond(item: dict) -> Response:
+        start = time.perf_counter()
+        reply = generate(model, tokenizer, _messages(item, system), settings)
+        text = reply.text.strip()
+        return Response(text, time.perf_counter() - start, refused=m.is_refusal(text))
+
+    return respond
+
+
+def rag_responder(model, tokenizer, store, settings=None, top_k: int = 3) -> Responder:
+    """Answer with retrieval (``tuneforge.rag.answer``): passages numbered ``[n]`` in the prompt."""
+    from tuneforge.rag import answer
+
+    def respond(item: dict) -> Response:
+        start = time.perf_counter()
+        result = answer(item["prompt"], store, model, tokenizer, top_k=top_k, settings=settings)
+        text = result.text.strip()
+        sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
+        refused = bool(result.refused) or m.is_refusal(text)
+        return Response(text, time.perf_counter() - start, sources, refused)
+
+    return respond
+
+
+def evaluate(
+    model,
+    tokenizer,
+    data: Sequence[dict],
+    metrics: Sequence[str],
+    store=None,
+    *,
+    schema: Mapping | None = None,
+    settings=None,
+    responder: Responder | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Score ``model`` on ``data`` with the chosen ``metrics``.
+
+    Args:
+        model: a causal LM (plain or with an adapter).
+        tokenizer: its tokenizer.
+        data: items as described in this module's docstring (see :func:`load_eval_data`).
+        metrics: names from :data:`METRICS`.
+        store: a RAG store; when given, replies come from retrieval-augmented answering.
+        schema: JSON schema for ``json`` items without their own ``schema``.
+        settings: generation settings (default greedy, 256 new tokens).
+        responder: overrides how a reply is produced (e.g. a custom retrieval prompt).
+        progress: show a progress bar.
+
+    Raises:
+        ConfigError: an unknown metric, or ``citation`` without a store.
+    """
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise ConfigError(
+            f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}"
+        )
+    if "citation" in metrics and store is None and responder is None:
+        raise ConfigError("metric 'citation' needs a store: pass --store DIR")
+    items = [normalize_item(item) for item in data]
+    results: dict[str, float] = {}
+    if "perplexity" in metrics:
+        texts = [item["text"] for item in items if isinstance(item.get("text"), str)]
+        ppl = m.perplexity(model, tokenizer, texts)
+        results.update(
+            perplexity=ppl.perplexity, nll_per_token=ppl.nll_per_token, n_tokens=float(ppl.tokens)
+        )
+
+    generative = [name for name in metrics if name not in ("perplexity", "latency")]
+    prompts = [
+        item
+        for item in items
+        if "prompt" in item and ("answer" in item or "expected" in item or "answerable" in item)
+    ]
+    if not (generative or "latency" in metrics) or not prompts:
+        return EvalResult(results, [])
+    if responder is None:
+        responder = (
+            rag_responder(model, tokenizer, store, settings)
+            if store is not None
+            else plain_responder(model, tokenizer, settings)
+        )
+    rows = []
+    for item in _progress(prompts, progress):
+        response = responder(item)
+        rows.append(score_item(item, response, metrics, schema))
+    results.update(aggregate(rows, metrics))
+    return EvalResult(results, rows)
+
+
+def score_item(
+    item: dict, response: Response, metrics: Sequence[str], schema: Mapping | None = None
+) -> dict:
+    """One row: the prompt, the reply, its seconds and a verdict per applicable metric."""
+    row: dict = {
+        "prompt": item["prompt"],
+        "reply": response.text,
+        "seconds": round(response.seconds, 4),
+    }
+    if "expected" in item:
+        score = m.score_json(response.text, item.get("schema") or schema, item["expected"])
+        if "json" in metrics:
+            row.update(
+                valid_json=score.valid_json,
+                schema_valid=score.schema_valid,
+                field_accuracy=score.field_accuracy,
+            )
+            if score.errors:
+                row["json_errors"] = score.errors[:3]
+        return row
+    answerable = _answerable(item)
+    row["answerable"] = answerable
+    row["refused"] = response.refused
+    if answerable and item.get("answer") is not None:
+        if "exact_match" in metrics:
+            row["exact_match"] = m.exact_match(response.text, item["answer"])
+        if "contains_answer" in metrics:
+            row["contains_answer"] = m.contains_answer(response.text, item["answer"])
+        if "citation" in metrics and item.get("source"):
+            row["citation_correct"] = m.citation_correct(
+                response.text, response.sources, item["source"]
+            )
+            row["retrieval_hit"] = m.retrieval_hit(response.sources, item["source"])
+    return row
+
+
+def aggregate(rows: list[dict], metrics: Sequence[str]) -> dict[str, float]:
+    """Averages over rows: each verdict's mean, refusal scores, latency statistics."""
+    out: dict[str, float] = {}
+    for key in (
+        "exact_match",
+        "contains_answer",
+        "citation_correct",
+        "retrieval_hit",
+        "valid_json",
+        "schema_valid",
+        "field_accuracy",
+    ):
+        values = [float(row[key]) for row in rows if key in row and not _isnan(row[key])]
+        if values:
+            out[key] = sum(values) / len(values)
+            out[f"n_{key}"] = float(len(values))
+    if "refusal" in metrics:
+        scores = m.refusal_scores(
+            (row["answerable"], row["refused"]) for row in rows if "answerable" in row
+        )
+        out.update(
+            refusal_rate=scores.refusal_rate,
+            hallucination_rate=scores.hallucination_rate,
+            over_refusal_rate=scores.over_refusal_rate,
+            n_unanswerable=float(scores.unanswerable),
+        )
+    stats = m.latency_stats([row["seconds"] for row in rows])
+    out.update(latency_mean_s=stats.mean_s, latency_p95_s=stats.p95_s)
+    return out
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _progress(items: list, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="evaluating", unit="item")
+
+
+def format_table(result: EvalResult) -> str:
+    """The metrics as an aligned two-column text table."""
+    width = max((len(k) for k in result.metrics), default=6)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    for key, value in result.metrics.items():
+        if _isnan(value):
+            shown = "n/a"
+        elif key.startswith("n_"):
+            shown = f"{value:.0f}"
+        elif key.endswith("_s"):
+            shown = f"{value:.3f} s"
+        elif key in ("perplexity", "nll_per_token"):
+            shown = f"{value:.3f}"
+        else:
+            shown = f"{value:.1%}"
+        lines.append(f"{key:<{width}}  {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,281 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: validate, queue, answer or stream.
+
+Usage counts are tokenizer counts: the prompt after the chat template (chat) or as sent
+(completions), and every generated token including the end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from tuneforge.errors import ConfigError
+from tuneforge.generation import GenerationSettings, Reply, prompt_ids
+from tuneforge.serve.decoding import Row
+from tuneforge.serve.engine import Engine, QueueFullError, ShuttingDownError, UnknownModelError
+from tuneforge.serve.errors import ApiError, error_body
+from tuneforge.serve.schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    SamplingFields,
+    Source,
+    Usage,
+)
+
+# OpenAI's defaults when a request leaves them out.
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+
+
+@dataclass
+class Job:
+    """What one endpoint call asks of the engine, and how to shape the answer."""
+
+    kind: str  # "chat" or "text"
+    model: str
+    row: Row
+    stream: bool
+    include_usage: bool
+    sources: list[Source] | None = None
+
+
+def resolve_adapter(engine: Engine, base_name: str, model: str) -> str | None:
+    """The adapter a request's ``model`` names (None: the base); 404 if it names nothing."""
+    if model == base_name:
+        return None
+    if model in engine.adapters:
+        return model
+    known = ", ".join([base_name, *engine.adapters])
+    raise ApiError(
+        404,
+        f"the model {model!r} does not exist; available: {known} (GET /v1/models lists them)",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def sampling_settings(
+    body: SamplingFields, prompt_tokens: int, context_length: int, default_max_tokens: int
+) -> GenerationSettings:
+    """GenerationSettings for a request, refusing prompts that leave no room in the context.
+
+    Raises:
+        ApiError: 400 ``context_length_exceeded`` when prompt + max_tokens exceed the context.
+    """
+    room = context_length - prompt_tokens
+    max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
+    if room < 1 or (max_tokens is not None and max_tokens > room):
+        asked = f" + max_tokens {max_tokens}" if max_tokens is not None else ""
+        raise ApiError(
+            400,
+            f"this model's context is {context_length} tokens; the prompt has {prompt_tokens}"
+            f"{asked}; shorten the messages or lower max_tokens",
+            code="context_length_exceeded",
+            param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
+        )
+    try:
+        return GenerationSettings(
+            max_new_tokens=max_tokens or min(default_max_tokens, room),
+            temperature=DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            seed=body.seed,
+            stop=body.stop_list(),
+        )
+    except ConfigError as err:
+        raise ApiError(400, str(err), code="invalid_request") from err
+
+
+def _submit(engine: Engine, job: Job):
+    try:
+        return engine.submit(job.row, stream=job.stream)
+    except UnknownModelError:
+        raise ApiError(
+            404, f"the model {job.model!r} is being unloaded", "model_not_found"
+        ) from None
+    except QueueFullError:
+        raise ApiError(
+            429,
+            "the server is busy (request queue full); retry shortly",
+            code="queue_full",
+            headers={"Retry-After": "1"},
+        ) from None
+    except ShuttingDownError:
+        raise ApiError(503, "the server is shutting down", code="shutting_down") from None
+
+
+def _usage(reply: Reply) -> Usage:
+    return Usage(
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        total_tokens=reply.prompt_tokens + reply.completion_tokens,
+    )
+
+
+def _final_body(job: Job, request_id: str, created: int, reply: Reply) -> dict:
+    if job.kind == "chat":
+        return ChatCompletion(
+            id=request_id,
+            created=created,
+            model=job.model,
+            choices=[
+                ChatChoice(
+                    message=AssistantMessage(content=reply.text), finish_reason=reply.finish_reason
+                )
+            ],
+            usage=_usage(reply),
+            sources=job.sources,
+        ).model_dump(exclude_none=False)
+    return Completion(
+        id=request_id,
+        created=created,
+        model=job.model,
+        choices=[CompletionChoice(text=reply.text, finish_reason=reply.finish_reason)],
+        usage=_usage(reply),
+    ).model_dump()
+
+
+def _chunk(job: Job, request_id: str, created: int, text: str | None, finish: str | None) -> dict:
+    """One streamed chunk in the OpenAI format (``chat.completion.chunk`` or text_completion)."""
+    if job.kind == "chat":
+        delta = {} if text is None else {"content": text}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        obj = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        obj = "text_completion"
+    return {
+        "id": request_id,
+        "object": obj,
+        "created": created,
+        "model": job.model,
+        "choices": [choice],
+    }
+
+
+def _sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+async def run_job(request: Request, job: Job):
+    """Queue the job; answer its JSON body, or a ``text/event-stream`` ending in ``[DONE]``."""
+    state = request.app.state
+    ticket = _submit(state.engine, job)
+    request_id = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    created = int(time.time())
+
+    def finished(reply: Reply) -> None:
+        state.metrics.record_reply(
+            job.model, reply.prompt_tokens, reply.completion_tokens,
+            time.perf_counter() - ticket.submitted,
+        )  # fmt: skip
+
+    if not job.stream:
+        try:
+            reply = await ticket.result()
+        except ApiError:
+            raise
+        except Exception as err:  # raised on the worker; answered as a 500 in the OpenAI shape
+            raise ApiError(500, f"generation failed: {err}", code="server_error") from err
+        finally:
+            job.row.cancelled.set()  # no-op once finished; stops the row if the handler is cancelled
+        finished(reply)
+        return _final_body(job, request_id, created, reply)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if job.kind == "chat":
+                first = _chunk(job, request_id, created, "", None)
+                first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+                yield _sse(first)
+            while True:
+                kind, value = await ticket.events.get()
+                if kind == "text":
+                    yield _sse(_chunk(job, request_id, created, value, None))
+                    continue
+                if kind == "error":
+                    yield _sse(error_body(500, f"generation failed: {value}", "server_error"))
+                    break
+                finished(value)
+                last = _chunk(job, request_id, created, None, value.finish_reason)
+                if job.sources is not None:
+                    last["sources"] = [source.model_dump() for source in job.sources]
+                yield _sse(last)
+                if job.include_usage:
+                    usage = _chunk(job, request_id, created, None, None)
+                    usage["choices"], usage["usage"] = [], _usage(value).model_dump()
+                    yield _sse(usage)
+                break
+            yield _sse("[DONE]")
+        finally:
+            # The client may have gone away mid-stream: stop decoding its row.
+            job.row.cancelled.set()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def build_router() -> APIRouter:
+    """The two generation endpoints (authentication is added by the app)."""
+    router = APIRouter()
+
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        state = request.app.state
+        adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
+        messages = [message.as_template_dict() for message in body.messages]
+        sources = None
+        if body.rag is not None:
+            if state.retriever is None:
+                raise ApiError(
+                    400,
+                    "this server has no retrieval store; start it with --store DIR to use 'rag'",
+                    code="rag_unavailable",
+                    param="rag",
+                )
+            messages, sources = await state.retriever(messages, body.rag)
+        ids = prompt_ids(state.engine.host.tokenizer, messages)
+        settings = sampling_settings(
+            body, len(ids), state.context_length, state.settings.default_max_tokens
+        )
+        job = Job(
+            kind="chat",
+            model=body.model,
+            row=Row(prompt_ids=ids, settings=settings, adapter=adapter),
+            stream=body.stream,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            sources=sources,
+        )
+        return await run_job(request, job)
+
+    @router.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request):
+        state = request.app.state
+        adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
+        ids = state.engine.host.tokenizer(body.prompt_text())["input_ids"]
+        if not ids:
+            raise ApiError(400, "prompt: empty prompt", code="invalid_request", param="prompt")
+        settings = sampling_settings(
+            body, len(ids), state.context_length, DEFAULT_COMPLETION_MAX_TOKENS
+        )
+        job = Job(
+            kind="text",
+            model=body.model,
+            row=Row(prompt_ids=ids, settings=settings, adapter=adapter),
+            stream=body.stream,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        )
+        return await run_job(request, job)
+
+    return router

@@ -1,0 +1,93 @@
+"""RAG on request: ``"rag": {"top_k": 5}`` in a chat request retrieves from the ``--store``.
+
+The last user message is the question. The prompt is ``tuneforge.rag.build_rag_messages``
+(numbered sources, "cite like [1]", "say I don't know otherwise") with the earlier turns kept
+between the instruction and the question; a client's own system message is appended to the
+instruction. Hits less similar to the question than ``rag.MIN_SIMILARITY`` are dropped, so an
+off-topic question gets no sources and the instruction tells the model to say it does not know.
+The reply's ``sources`` lists the passages in prompt order: ``[n]`` in the answer is
+``sources[n-1]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from tuneforge.serve.errors import ApiError
+from tuneforge.serve.schemas import RagOptions, Source
+
+
+def split_question(messages: list[dict]) -> tuple[str | None, list[dict], str]:
+    """(client system text, earlier turns, the question) from template-ready messages.
+
+    Raises:
+        ApiError: 400 when the last message is not a non-empty user turn.
+    """
+    if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
+        raise ApiError(
+            400,
+            "messages: with 'rag', the last message must be the user's question",
+            code="invalid_request",
+            param="messages",
+        )
+    system = "\n\n".join(m["content"] for m in messages[:-1] if m["role"] == "system") or None
+    history = [m for m in messages[:-1] if m["role"] != "system"]
+    return system, history, messages[-1]["content"]
+
+
+def make_retriever(search):
+    """A retriever (see ``app.Retriever``) over ``search(question, top_k, mode) -> list[Hit]``.
+
+    ``search`` runs in a worker thread (it embeds the question: CPU work off the event loop).
+    """
+    from tuneforge.rag import DEFAULT_SYSTEM, MIN_SIMILARITY, MODES, build_rag_messages
+
+    async def retrieve(messages: list[dict], options: RagOptions):
+        mode = options.mode or "hybrid"
+        if mode not in MODES:
+            raise ApiError(
+                400,
+                f"rag.mode: {mode!r} is not one of {', '.join(MODES)}",
+                code="invalid_request",
+                param="rag.mode",
+            )
+        system, history, question = split_question(messages)
+        hits = await asyncio.to_thread(search, question, options.top_k, mode)
+        hits = [hit for hit in hits if hit.similarity >= MIN_SIMILARITY]
+        instruction = DEFAULT_SYSTEM + (f"\n\n{system}" if system else "")
+        rag_messages = build_rag_messages(question, hits, instruction)
+        prompt = [rag_messages[0], *history, *rag_messages[1:]]
+        sources = [
+            Source(
+                index=n, source=hit.source, location=hit.location, score=hit.score, text=hit.text
+            )
+            for n, hit in enumerate(hits, start=1)
+        ]
+        return prompt, sources
+
+    return retrieve
+
+
+def build_retriever(folder: Path, embedder=None):
+    """A retriever over the RAG store in ``folder`` (opened now; the embedding model loads now).
+
+    Args:
+        folder: a RAG store folder (``tuneforge rag ingest``).
+        embedder: an already loaded ``rag.Embedder`` of the store's model (default: load it).
+
+    Raises:
+        StoreError: the folder is not a RAG store.
+    """
+    from tuneforge.rag import RagStore
+
+    store = RagStore.open(folder, embedder=embedder)
+    _ = store.embedder  # load the embedding model at start, not on the first request
+    lock = threading.Lock()  # one search at a time: the store and embedder are shared
+
+    def search(question: str, top_k: int, mode: str):
+        with lock:
+            return store.search(question, top_k=top_k, mode=mode)
+
+    return make_retriever(search)

@@ -1,0 +1,139 @@
+"""Atomic checkpoints that let ``--resume`` continue a run exactly.
+
+A checkpoint is a folder ``checkpoints/step-N/`` holding:
+
+- ``trainable.safetensors``: every trainable parameter by name (the adapters for lora/qlora,
+  the whole model for full);
+- ``optimizer.pt``, ``scheduler.pt``: their state dicts;
+- ``rng.pt``: python, numpy, torch and CUDA generator states;
+- ``state.json``: the step, the data position (epoch, next batch index) and loop state.
+
+It is written under a temporary name and renamed into place, so a SIGKILL leaves either the
+complete new checkpoint or none; older checkpoints are pruned only after the new one exists.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneforge.atomic import staged_dir
+from tuneforge.errors import RunDirError
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found) if (p / "state.json").exists()]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = checkpoint_dirs(run_dir)
+    return found[-1] if found else None
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator the loop draws from."""
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back the states saved by ``rng_states``."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name, detached copies on CPU (tied weights once)."""
+    return {
+        name: param.detach().to("cpu", copy=True).contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints/step-<step>`` atomically, then prune all but the newest ``keep``.
+
+    Args:
+        state: JSON-ready loop state; must include ``step``, ``epoch`` and ``batch_index`` (the
+            index of the next micro-batch to run in that epoch).
+
+    Returns:
+        the checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    final = Path(run_dir) / "checkpoints" / f"step-{step}"
+    with staged_dir(final, replace=True) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_states(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
+) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG states from a checkpoint; return its state.
+
+    Raises:
+        RunDirError: the checkpoint does not fit the model (another method or model).
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    saved = load_file(str(folder / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    expected = {name for name, p in params.items() if p.requires_grad}
+    if set(saved) != expected:
+        raise RunDirError(
+            f"{folder}: this checkpoint holds other trainable parameters than the model being "
+            "resumed (was the method, model or LoRA config changed?); resume with the run's "
+            "config.yaml or start a new run with --force"
+        )
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor)
+    device = next(iter(params.values())).device
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
+    # Our own file: numpy's state is a tuple of arrays, which the weights-only loader refuses.
+    restore_rng_states(torch.load(folder / "rng.pt", weights_only=False))
+    return json.loads((folder / "state.json").read_text(encoding="utf-8"))

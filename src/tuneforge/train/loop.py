@@ -1,0 +1,320 @@
+"""The one training loop, ``fit``, that every method runs.
+
+Per optimizer step: run ``grad_accum`` micro-batches, each loss divided by the supervised tokens
+of the whole step (so accumulation equals one big batch), clip, step AdamW and the schedule.
+Validation, early stopping and checkpoints happen between steps. A non-finite loss or gradient
+norm stops the run before the optimizer touches the weights, keeping the last good checkpoint.
+
+Multi-process runs plug in through ``TrainingData`` (each rank gets its own shard of batches)
+and ``is_main`` (only rank 0 logs and saves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tuneforge.train.config import TrainConfig
+from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
+from tuneforge.train.metrics import MetricsLog, peak_memory_bytes
+
+
+class TrainingDivergedError(TuneforgeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainingData:
+    """What ``fit`` reads.
+
+    Attributes:
+        epoch_batches: returns the micro-batches of an epoch; must be deterministic for a given
+            epoch (resume regenerates the epoch and skips to the saved batch index).
+        val_batches: validation micro-batches (may be empty).
+        count_tokens: real (non-pad) tokens of a batch, for tokens/s.
+        supervised_fraction: share of real tokens that carry loss (for the memory plan).
+    """
+
+    epoch_batches: Callable[[int], list[Batch]]
+    val_batches: list[Batch] = field(default_factory=list)
+    count_tokens: Callable[[Batch], int] = lambda batch: int(batch["input_ids"].numel())
+    supervised_fraction: float = 1.0
+
+
+@dataclass
+class FitResult:
+    """How a ``fit`` call ended.
+
+    Attributes:
+        steps: optimizer steps completed in total (resumed ones included).
+        stop_reason: ``completed`` or ``early_stopping``.
+        final_loss: mean supervised loss of the last step (nats per token).
+        best_val_loss: lowest validation loss seen (None without validation data).
+        tokens: real tokens processed in this call.
+        seconds: wall time of this call's training steps.
+        peak_memory_bytes: peak RSS (CPU) or peak allocated CUDA memory.
+    """
+
+    steps: int
+    stop_reason: str
+    final_loss: float | None
+    best_val_loss: float | None
+    tokens: int
+    seconds: float
+    peak_memory_bytes: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Real tokens per second of training-step time."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def total_steps(config: TrainConfig, data: TrainingData) -> int:
+    """Optimizer steps of the run: ``max_steps``, or every epoch's batches grouped by grad_accum."""
+    if config.max_steps is not None:
+        return config.max_steps
+    return sum(
+        math.ceil(len(data.epoch_batches(epoch)) / config.grad_accum)
+        for epoch in range(config.epochs)
+    )
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters: torch's (fp32 states) or bitsandbytes' 8-bit one."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TuneforgeError("the model has no trainable parameters; check method/target_modules")
+    if config.optimizer == "adamw":
+        # fused: one kernel for every parameter instead of ~10 ops per tensor (CPU and CUDA).
+        fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
+        return torch.optim.AdamW(
+            params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None
+        )
+    import bitsandbytes as bnb
+
+    cls = bnb.optim.AdamW8bit if config.optimizer == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
+    """Linear warmup over ``warmup_ratio`` of the steps, then cosine, linear or constant."""
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    warmup = int(config.warmup_ratio * steps)
+    if config.schedule == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+    if config.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, compute_dtype: torch.dtype):
+    if compute_dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=compute_dtype)
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, batches: list[Batch], device: torch.device, compute_dtype: torch.dtype
+) -> float:
+    """Mean supervised loss (nats per token) over validation batches."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        batch = _to_device(batch, device)
+        with _autocast(device, compute_dtype):
+            total += float(supervised_loss_sum(model, batch))
+        count += supervised_token_count(batch)
+    model.train(was_training)
+    return total / count if count else float("nan")
+
+
+def _train_step(
+    model: nn.Module,
+    group: list[Batch],
+    params: list[torch.nn.Parameter],
+    config: TrainConfig,
+    device: torch.device,
+    compute_dtype: torch.dtype,
+) -> tuple[float, float]:
+    """Forward/backward a group of micro-batches; return (mean loss, grad norm before clipping)."""
+    supervised = sum(supervised_token_count(b) for b in group)
+    loss_sum = torch.zeros((), device=device)
+    for batch in group:
+        batch = _to_device(batch, device)
+        with _autocast(device, compute_dtype):
+            part = supervised_loss_sum(model, batch)
+        (part / max(supervised, 1)).backward()
+        loss_sum += part.detach()
+    loss = float(loss_sum) / max(supervised, 1)
+    max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return loss, grad_norm
+
+
+def fit(
+    model: nn.Module,
+    data: TrainingData,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    compute_dtype: torch.dtype = torch.float32,
+    is_main: bool = True,
+) -> FitResult:
+    """Train ``model`` in place.
+
+    Args:
+        model: a prepared model (see ``tuneforge.train.methods``), in train mode.
+        data: the batches; see TrainingData.
+        config: the run's config (steps, accumulation, schedule, eval/save cadence).
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go.
+        device: where batches are moved.
+        compute_dtype: ``torch.bfloat16`` runs forward/backward under autocast.
+        is_main: only the main process writes metrics and checkpoints.
+
+    Returns:
+        a FitResult.
+
+    Raises:
+        TrainingDivergedError: the loss or gradient norm became NaN or infinite; no weight was
+            updated with it and the last checkpoint is intact.
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
+    steps = total_steps(config, data)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "batch_index": 0,
+        "best_val_loss": None,
+        "bad_evals": 0,
+        "last_eval_step": 0,
+    }
+    checkpoint = latest_checkpoint(run_dir) if config.resume else None
+    if checkpoint is not None:
+        state.update(load_checkpoint(checkpoint, model, optimizer, scheduler))
+    metrics.truncate_after(state["step"])
+
+    def validate() -> bool:
+        """Run validation; return True when early stopping says stop."""
+        if not data.val_batches:
+            return False
+        val_loss = evaluate_loss(model, data.val_batches, device, compute_dtype)
+        state["last_eval_step"] = state["step"]
+        metrics.write({"step": state["step"], "val_loss": val_loss})
+        best = state["best_val_loss"]
+        if best is None or val_loss < best:
+            state["best_val_loss"], state["bad_evals"] = val_loss, 0
+        else:
+            state["bad_evals"] += 1
+        patience = config.early_stopping_patience
+        return bool(patience) and state["bad_evals"] >= patience
+
+    bar = tqdm(
+        total=steps,
+        initial=state["step"],
+        desc="train",
+        unit="step",
+        disable=not (config.progress and is_main),
+    )
+    model.train()
+    stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
+    start = time.perf_counter()
+    batches, batches_epoch = None, None
+    while state["step"] < steps:
+        if batches_epoch != state["epoch"]:
+            batches, batches_epoch = data.epoch_batches(state["epoch"]), state["epoch"]
+        index = state["batch_index"]
+        group = batches[index : index + config.grad_accum]
+        tick = time.perf_counter()
+        lr = scheduler.get_last_lr()[0]
+        loss, grad_norm = _train_step(model, group, params, config, device, compute_dtype)
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            bar.close()
+            kept = latest_checkpoint(run_dir)
+            where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved"
+            raise TrainingDivergedError(
+                f"step {state['step'] + 1}: loss {loss} / grad norm {grad_norm} is not finite; "
+                f"training stopped before updating the weights ({where}). Lower 'lr', keep "
+                "'max_grad_norm' > 0, or use dtype float32"
+            )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_tokens = sum(data.count_tokens(b) for b in group)
+        step_seconds = time.perf_counter() - tick
+        tokens, seconds, last_loss = tokens + step_tokens, seconds + step_seconds, loss
+        state["step"] += 1
+        state["batch_index"] = index + len(group)
+        epoch_done = state["batch_index"] >= len(batches)
+        if epoch_done:
+            state["epoch"], state["batch_index"] = state["epoch"] + 1, 0
+        tokens_per_s = step_tokens / step_seconds if step_seconds > 0 else 0.0
+        if state["step"] % config.log_every == 0 or state["step"] == steps:
+            metrics.write(
+                {
+                    "step": state["step"],
+                    "epoch": state["epoch"] if not epoch_done else state["epoch"] - 1,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens": step_tokens,
+                    "tokens_per_s": round(tokens_per_s, 2),
+                    "grad_norm": grad_norm,
+                    "peak_memory_bytes": peak_memory_bytes(device),
+                    "elapsed_s": round(time.perf_counter() - start, 3),
+                }
+            )
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
+        due_eval = (config.eval_every and state["step"] % config.eval_every == 0) or (
+            not config.eval_every and epoch_done
+        )
+        should_stop = validate() if due_eval else False
+        if is_main and config.save_every and state["step"] % config.save_every == 0:
+            save_checkpoint(
+                run_dir, state["step"], model, optimizer, scheduler, state, config.keep_checkpoints
+            )
+        if should_stop:
+            stop_reason = "early_stopping"
+            break
+    if stop_reason == "completed" and state["last_eval_step"] != state["step"]:
+        validate()  # the final model always gets a validation loss
+    bar.close()
+    return FitResult(
+        steps=state["step"],
+        stop_reason=stop_reason,
+        final_loss=last_loss,
+        best_val_loss=state["best_val_loss"],
+        tokens=tokens,
+        seconds=seconds,
+        peak_memory_bytes=peak_memory_bytes(device),
+    )

@@ -1,0 +1,181 @@
+"""Preparing a model for each training method; the loop never branches on the method.
+
+- ``full``: every weight trainable, fp32 master weights (AdamW keeps fp32 states).
+- ``lora``: the base is frozen (stored in the compute dtype), peft LoRA adapters in fp32.
+- ``qlora``: every linear layer of the decoder stored in 4-bit NF4 with double quantization
+  (Dettmers et al. 2023, "QLoRA"), computing in the compute dtype; LoRA adapters in fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuneforge.errors import ConfigError, ModelError
+from tuneforge.train.config import TrainConfig
+
+
+@dataclass
+class PreparedModel:
+    """A model ready for ``fit``.
+
+    Attributes:
+        model: the module to train (a ``peft.PeftModel`` for lora/qlora).
+        tokenizer: its tokenizer.
+        source: the folder (or hub id) the base weights came from.
+        compute_dtype: the dtype matmuls run in (bf16 through autocast, or fp32).
+        target_modules: the adapted module names (lora/qlora), else None.
+    """
+
+    model: nn.Module
+    tokenizer: object
+    source: str
+    compute_dtype: torch.dtype
+    target_modules: list[str] | None
+
+
+def compute_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """bf16 when asked (or ``auto`` on a bf16-capable GPU), else fp32."""
+    if config.dtype == "bfloat16":
+        return torch.bfloat16
+    if config.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def output_head_names(model: nn.Module) -> set[str]:
+    """Qualified names of the output head (``lm_head``), which LoRA never adapts by default."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return {name for name, module in model.named_modules() if head is not None and module is head}
+
+
+def default_target_modules(model: nn.Module) -> list[str]:
+    """Short names of every linear layer except the output head (e.g. q_proj ... down_proj)."""
+    import bitsandbytes as bnb
+
+    heads = output_head_names(model)
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear | bnb.nn.Linear4bit) and name not in heads
+    }
+    if not names:
+        raise ModelError("the model has no linear layers besides its output head to adapt")
+    return sorted(names)
+
+
+def lora_config_for(config: TrainConfig, target_modules: list[str]):
+    """The peft ``LoraConfig`` of a run."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=target_modules,
+        use_rslora=config.use_rslora,
+        use_dora=config.use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_base(source: str, method: str, compute_dtype: torch.dtype, device: torch.device):
+    """Load the base causal LM: fp32 (full), compute dtype (lora) or NF4 4-bit (qlora)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict = {"attn_implementation": "sdpa"}
+    if method == "qlora":
+        # transformers quantizes every nn.Linear but the output head while loading, on CPU too
+        # (bitsandbytes >= 0.48 has a CPU backend), so the fp32 weights never all sit in memory.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+        kwargs["device_map"] = {"": device}
+        kwargs["dtype"] = compute_dtype
+    elif method == "lora":
+        kwargs["dtype"] = compute_dtype  # frozen: storing it in bf16 halves its memory
+    else:
+        kwargs["dtype"] = torch.float32  # trainable: fp32 master weights
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise ModelError(f"{source}: cannot load the model ({err})") from err
+    if method == "qlora":
+        _keep_4bit_layers_differentiable(model)
+    else:
+        model.to(device)
+    return model
+
+
+def _keep_4bit_layers_differentiable(model: nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    bitsandbytes 0.50 repacks a ``Linear4bit`` for its AVX512-BF16 CPU kernel the first time it
+    runs in eval mode without grad (e.g. during validation), and that kernel has no backward:
+    every later training step would silently lose the gradient flowing through the frozen base
+    layers into earlier adapters. Training keeps the dequantize-and-matmul path instead.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def prepare_model(config: TrainConfig, device: torch.device, home: Path | None = None):
+    """Load the base model named by ``config.model`` and make it trainable per ``config.method``.
+
+    Returns:
+        a PreparedModel.
+
+    Raises:
+        ModelError: the model cannot be resolved or loaded.
+        ConfigError: a target module that the model does not have.
+    """
+    from tuneforge.models.loading import load_tokenizer, resolve_folder
+
+    compute_dtype = compute_dtype_for(config, device)
+    source = str(resolve_folder(config.model, home=home, progress=config.progress))
+    tokenizer = load_tokenizer(source)
+    torch.manual_seed(config.seed)
+    model = _load_base(source, config.method, compute_dtype, device)
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    target_modules = None
+    if config.uses_lora:
+        model, target_modules = _apply_lora(model, config)
+    model.train()
+    return PreparedModel(model, tokenizer, source, compute_dtype, target_modules)
+
+
+def _apply_lora(model: nn.Module, config: TrainConfig):
+    """Freeze the base and wrap it with LoRA adapters (fp32) on the target modules."""
+    from peft import get_peft_model
+
+    for param in model.parameters():
+        param.requires_grad_(False)
+    target_modules = config.target_modules or default_target_modules(model)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [name for name in target_modules if name not in present]
+    if missing:
+        raise ConfigError(
+            f"train config field 'target_modules' names {missing} which this model does not "
+            f"have; linear layers it has: {', '.join(default_target_modules(model))}"
+        )
+    if config.gradient_checkpointing:
+        # With a frozen embedding the checkpointed blocks would see inputs without grad.
+        model.enable_input_require_grads()
+    peft_model = get_peft_model(model, lora_config_for(config, target_modules))
+    for param in peft_model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()  # adapters train in fp32 whatever the base stores
+    return peft_model, target_modules

@@ -1,0 +1,236 @@
+"""A whole training run: run directory, model, data, plan, ``fit``, final save, summary.
+
+``train(config)`` is what ``tuneforge train`` and ``make demo`` call. The run directory holds
+``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/step-N/``, ``adapter/`` (lora,
+qlora; PEFT format) or ``model/`` (full; safetensors + tokenizer) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneforge.atomic import staged_dir, write_json, write_text
+from tuneforge.errors import RunDirError
+from tuneforge.train.checkpoint import latest_checkpoint
+from tuneforge.train.config import TrainConfig, dump_config
+from tuneforge.train.loop import FitResult, TrainingData, fit
+from tuneforge.train.parameters import count_parameters, format_plan
+
+
+@dataclass
+class RunResult:
+    """A finished run.
+
+    Attributes:
+        run_dir: the run directory.
+        summary: the content of ``summary.json``.
+        output_dir: ``run_dir/adapter`` or ``run_dir/model``.
+    """
+
+    run_dir: Path
+    summary: dict[str, Any]
+    output_dir: Path
+
+
+def check_run_dir(config: TrainConfig) -> Path:
+    """Refuse to overwrite a non-empty run directory without ``force``; clear it with ``force``.
+
+    Raises:
+        RunDirError: ``out`` is non-empty (without force/resume), or resume finds no checkpoint.
+    """
+    out = Path(config.out)
+    non_empty = out.exists() and any(out.iterdir())
+    if config.resume:
+        if latest_checkpoint(out) is None:
+            raise RunDirError(
+                f"{out}: no checkpoint to resume from (checkpoints/step-N/); run without "
+                "--resume, with save_every > 0 to get checkpoints"
+            )
+        return out
+    if non_empty:
+        if not config.force:
+            raise RunDirError(
+                f"{out}: the run directory is not empty; pass --force to overwrite it, "
+                "--resume to continue it, or choose another --out"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], None]):
+    """Read, tokenize and batch the data with ``tuneforge.data``; return TrainingData."""
+    from tuneforge.data import (
+        DataConfig,
+        count_real_tokens,
+        ensure_pad_token,
+        make_batches,
+        prepare_data,
+    )
+
+    def data_config(path: str, val_fraction: float) -> DataConfig:
+        return DataConfig(
+            path=path,
+            max_length=config.max_length,
+            train_on_inputs=config.train_on_inputs,
+            val_fraction=val_fraction,
+            seed=config.seed,
+        )
+
+    val_fraction = 0.0 if config.val_data else config.val_fraction
+    prepared = prepare_data(data_config(config.data, val_fraction), tokenizer)
+    log(prepared.report.summary())
+    train_examples, val_examples = prepared.train, list(prepared.val)
+    if config.val_data:
+        val_examples = prepare_data(data_config(config.val_data, 0.0), tokenizer).train
+    pad_id = ensure_pad_token(tokenizer)
+
+    def batches(examples, epoch: int, shuffle: bool) -> list[dict[str, torch.Tensor]]:
+        return make_batches(
+            examples,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            packing=config.packing,
+            pad_token_id=pad_id,
+            seed=config.seed,
+            epoch=epoch,
+            shuffle=shuffle,
+        )
+
+    return TrainingData(
+        epoch_batches=lambda epoch: batches(train_examples, epoch, True),
+        val_batches=batches(val_examples, 0, False) if val_examples else [],
+        count_tokens=count_real_tokens,
+        supervised_fraction=prepared.report.supervised_share,
+    )
+
+
+def planner_table(
+    config: TrainConfig, source: str, supervised_fraction: float, device: torch.device
+) -> str | None:
+    """The memory planner's breakdown by component (weights, gradients, optimizer, activations)."""
+    from tuneforge.errors import TuneforgeError
+
+    try:
+        from tuneforge.plan import estimate_memory, load_model_config
+    except ImportError:  # the planner is an optional part of the package
+        return None
+    try:
+        plan = estimate_memory(
+            load_model_config(source),
+            method=config.method,
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
+            lora_r=config.lora_r,
+            target_modules=config.target_modules,
+            gradient_checkpointing=config.gradient_checkpointing,
+            optimizer=config.optimizer.replace("_8bit", "8bit"),
+            supervised_fraction=supervised_fraction,
+            lm_head_on_supervised_only=True,
+            grad_accum=config.grad_accum,
+            lora_dropout=config.lora_dropout,
+            padding_mask=not config.packing,
+            device=device.type,
+        )
+    except TuneforgeError as err:
+        return f"(memory plan unavailable: {err})"
+    return plan.table()
+
+
+def save_final(config: TrainConfig, model, tokenizer, run_dir: Path) -> Path:
+    """Save the adapter (PEFT format) or the full model (safetensors) with its tokenizer."""
+    if config.uses_lora:
+        from tuneforge.adapters import save_adapter
+
+        return save_adapter(model, run_dir / "adapter", tokenizer)
+    out = run_dir / "model"
+    with staged_dir(out, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def train(
+    config: TrainConfig, *, home: Path | None = None, log: Callable[[str], None] = print
+) -> RunResult:
+    """Run a full training run as configured.
+
+    Args:
+        config: the run's config (``out`` is the run directory).
+        home: tuneforge cache root for model references (default ``$TUNEFORGE_HOME``).
+        log: where the plan and the data report are printed.
+
+    Returns:
+        a RunResult.
+
+    Raises:
+        RunDirError: the run directory would be overwritten or cannot be resumed.
+        TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
+        ConfigError, DataError, ModelError: from the config, the data or the model.
+    """
+    from tuneforge.models.device import resolve_device
+
+    run_dir = check_run_dir(config)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    from tuneforge.train.methods import prepare_model
+
+    prepared = prepare_model(config, device, home=home)
+    resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
+    write_text(run_dir / "config.yaml", dump_config(resolved))
+    data = build_training_data(config, prepared.tokenizer, log)
+    counts = count_parameters(prepared.model)
+    table = planner_table(resolved, prepared.source, data.supervised_fraction, device)
+    log(format_plan(counts, config.method, config.optimizer, memory=table is None))
+    if table:
+        log(table)
+    seed_everything(config.seed)  # the same dropout stream whatever loading consumed
+    started = time.time()
+    result: FitResult = fit(
+        prepared.model,
+        data,
+        config,
+        run_dir,
+        device=device,
+        compute_dtype=prepared.compute_dtype,
+    )
+    output_dir = save_final(config, prepared.model, prepared.tokenizer, run_dir)
+    summary = {
+        "method": config.method,
+        "model": config.model,
+        "steps": result.steps,
+        "stop_reason": result.stop_reason,
+        "final_loss": result.final_loss,
+        "best_val_loss": result.best_val_loss,
+        "tokens": result.tokens,
+        "train_seconds": round(result.seconds, 3),
+        "tokens_per_s": round(result.tokens_per_second, 2),
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "wall_seconds": round(time.time() - started, 3),
+        "total_parameters": counts.total,
+        "trainable_parameters": counts.trainable,
+        "trainable_percent": counts.trainable_percent,
+        "compute_dtype": str(prepared.compute_dtype).removeprefix("torch."),
+        "output": output_dir.name,
+    }
+    write_json(run_dir / "summary.json", summary)
+    return RunResult(run_dir=run_dir, summary=summary, output_dir=output_dir)

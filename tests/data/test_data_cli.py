@@ -1,0 +1,44 @@
+"""``tuneforge data inspect`` and ``tuneforge data validate`` on the tiny model and files."""
+
+from __future__ import annotations
+
+import json
+
+from tuneforge.cli import main
+
+
+def test_inspect_prints_counts_lengths_loss_share_packing_and_a_marked_example(
+    tiny_model_dir, capsys
+):
+    code = main(
+        ["data", "inspect", "demo:test", "--model", str(tiny_model_dir), "--max-length", "256"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for words in (
+        "rows read: 240",
+        "token lengths",
+        "p50",
+        "p99",
+        "tokens carrying loss",
+        "efficiency",
+    ):
+        assert words in out
+    marked = out.split("⟦")[-1].split("⟧")[0]  # the last supervised run: the reply
+    assert marked.startswith('{"intent": ') and marked.endswith("}<|im_end|>")
+
+
+def test_validate_reports_file_line_and_exits_2(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    path.write_text(json.dumps(good) + "\n{broken\n", encoding="utf-8")
+    assert main(["data", "validate", str(path)]) == 2
+    assert f"{path}:2: invalid JSON" in capsys.readouterr().err
+    assert main(["data", "validate", str(path), "--skip-invalid"]) == 0
+    out = capsys.readouterr().out
+    assert "1 valid examples" in out and "1 invalid skipped" in out and f"{path}:2" in out
+
+
+def test_validate_with_a_model_tokenizes(tiny_model_dir, capsys):
+    assert main(["data", "validate", "demo:test", "--model", str(tiny_model_dir)]) == 0
+    assert "240 train" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""The bundled demo task: shipped data, generator determinism, and the schema check."""
+
+from __future__ import annotations
+
+import json
+
+from tuneforge.tasks import json_orders
+
+
+def test_shipped_files_are_what_the_generator_writes(tmp_path):
+    json_orders.write_splits(tmp_path)
+    for split in ("train", "test"):
+        shipped = json_orders.asset_path(split).read_text(encoding="utf-8")
+        assert (tmp_path / f"{split}.jsonl").read_text(encoding="utf-8") == shipped
+
+
+def test_sizes_shape_and_no_overlap():
+    train, test = json_orders.load_records("train"), json_orders.load_records("test")
+    assert len(train) >= 1000 and len(test) >= 200
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+    for record in train[:50] + test[:50]:
+        valid, parsed, errors = json_orders.check(record["answer"])
+        assert valid and not errors and parsed == record["expected"]
+        assert record["system"] == json_orders.SYSTEM_PROMPT
+    # Every enum value and both urgency values occur in training.
+    for field in ("intent", "item", "urgent"):
+        assert (
+            len({r["expected"][field] for r in train})
+            == {"intent": 4, "item": 8, "urgent": 2}[field]
+        )
+
+
+def test_check_rejects_what_a_chatty_model_writes():
+    answer = '{"intent": "order", "item": "lamp", "quantity": 2, "city": "Oslo", "urgent": false}'
+    assert json_orders.check(f"  {answer}\n")[0]
+    cases = {
+        f"Sure! {answer}": "not JSON",
+        f"```json\n{answer}\n```": "not JSON",
+        answer.replace('"order"', '"buy"'): "'buy' is not one of",
+        answer.replace("2", '"2"'): "quantity: '2' is not of type 'integer'",
+        answer.replace("false", '"no"'): "urgent",
+        answer.replace("}", ', "note": "x"}'): "Additional properties",
+        '{"intent": "order"}': "'item' is a required property",
+        "[1, 2]": "is not of type 'object'",
+    }
+    for text, words in cases.items():
+        valid, _, errors = json_orders.check(text)
+        assert not valid and any(words in error for error in errors), (text, errors)
+
+
+def test_field_matches():
+    expected = json.loads(json_orders.load_records("test")[0]["answer"])
+    assert all(json_orders.field_matches(expected, expected).values())
+    assert not any(json_orders.field_matches(None, expected).values())

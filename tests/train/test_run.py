@@ -1,0 +1,112 @@
+"""Whole runs through the CLI: outputs, run-directory safety, SIGKILL and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuneforge.cli import main
+from tuneforge.train.metrics import read_metrics
+
+
+def _args(model_dir, data, out, *extra) -> list[str]:
+    return [
+        "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
+        "--batch-size", "4", "--max-length", "128", "--lr", "1e-3", "--no-progress",
+        "--num-threads", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_lora_run_writes_every_output_and_refuses_overwrite(
+    tiny_model_dir, chat_data, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    extra = ("--method", "lora", "--max-steps", "3", "--val-fraction", "0.1", "--packing")
+    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    printed = capsys.readouterr().out
+    assert "trainable of" in printed
+    assert "optimizer states" in printed and "activations" in printed
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    resolved = (out / "config.yaml").read_text()
+    assert "method: lora" in resolved and "q_proj" in resolved and "packing: true" in resolved
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["tokens_per_s"] > 0
+    logged = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
+    assert any("val_loss" in r for r in logged)
+
+    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 2
+    assert "not empty; pass --force" in capsys.readouterr().err
+    assert main(_args(tiny_model_dir, chat_data, out, *extra, "--force")) == 0
+
+
+def test_full_run_saves_a_loadable_model(tiny_model_dir, chat_data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "full"
+    assert main(_args(tiny_model_dir, chat_data, out, "--method", "full", "--max-steps", "2")) == 0
+    assert (out / "model" / "model.safetensors").exists()
+    assert (out / "model" / "tokenizer.json").exists()
+    AutoModelForCausalLM.from_pretrained(out / "model")
+
+
+def test_resume_without_checkpoint_is_refused(tiny_model_dir, chat_data, tmp_path, capsys):
+    assert main(_args(tiny_model_dir, chat_data, tmp_path / "none", "--resume")) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    code = "import sys; from tuneforge.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r}
+
+
+@pytest.mark.parametrize("method", ["lora"])
+def test_sigkill_then_resume_logs_the_same_losses(tiny_model_dir, chat_data, tmp_path, method):
+    """Killed with SIGKILL after step 4 is checkpointed, resumed: every later loss matches."""
+    steps, killed_after = 30, 4
+    common = (
+        "--method", method, "--max-steps", str(steps), "--epochs", "1", "--save-every", "2",
+        "--lora-dropout", "0.1", "--seed", "3",
+    )  # fmt: skip
+    reference = tmp_path / "reference"
+    victim = tmp_path / "victim"
+    proc = _cli(_args(tiny_model_dir, chat_data, victim, *common))
+    marker = victim / "checkpoints" / f"step-{killed_after}" / "state.json"
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert max(_losses(victim)) < steps  # it really died mid-run
+
+    # Resume and an uninterrupted reference run in this process (single thread, like the victim).
+    threads = torch.get_num_threads()
+    try:
+        assert main(_args(tiny_model_dir, chat_data, victim, *common, "--resume")) == 0
+        assert main(_args(tiny_model_dir, chat_data, reference, *common)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    expected, got = _losses(reference), _losses(victim)
+    assert sorted(got) == sorted(expected) == list(range(1, steps + 1))
+    for step in range(killed_after + 1, steps + 1):
+        assert abs(got[step] - expected[step]) <= 1e-5, (step, got[step], expected[step])
