@@ -58,9 +58,9 @@ def register(subparsers) -> None:
     serve.add_argument("--port", type=int, default=8000, help="TCP port")
     serve.add_argument(
         "--api-key",
-        default=os.environ.get("TUNEFORGE_API_KEY"),
-        help="require 'Authorization: Bearer KEY' on every endpoint but /health "
-        "(default: $TUNEFORGE_API_KEY, which keeps the key out of the process list)",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health; when not "
+        "given, $TUNEFORGE_API_KEY is used (it keeps the key out of the process list)",
     )
     serve.add_argument(
         "--served-model-name",
@@ -118,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     roots = [Path(root) for root in args.adapter_root] or default_adapter_roots(adapters)
     settings = ServeSettings(
         model_name=args.served_model_name or args.model,
-        api_key=args.api_key,
+        api_key=args.api_key or os.environ.get("TUNEFORGE_API_KEY"),
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
         adapter_roots=roots,

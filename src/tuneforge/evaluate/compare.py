@@ -16,8 +16,8 @@ What it runs, in order (every output under ``out``):
 The ``quick`` budget is sized for about ten minutes on 2 idle CPU cores with the default model:
 few questions and 16 steps of batch 4, too few for the fine-tune to memorise 35 facts, so its
 numbers are a smoke test of the method more than a verdict. ``full`` asks every question and
-trains 150 steps of batch 8 (about 34 epochs over the facts): firmer numbers, an hour or more on
-CPU, minutes on a GPU.
+trains 150 steps of batch 8 (about 34 epochs over the facts): firmer numbers (not measured yet;
+estimated at an hour or more on CPU).
 """
 
 from __future__ import annotations
