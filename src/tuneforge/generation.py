@@ -65,21 +65,19 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
-class _CallbackStreamer:
-    """Feeds decoded text pieces to a callback as tokens arrive (a transformers streamer)."""
+def callback_streamer(tokenizer, on_text: Callable[[str], None]):
+    """A transformers streamer that feeds decoded text pieces to ``on_text`` as tokens arrive."""
+    from transformers import TextStreamer
 
-    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
-        from transformers import TextStreamer
+    class _Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
 
-        class _Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                if text:
-                    on_text(text)
-
-        self.streamer = _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    return _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-def _stop_token_ids(tokenizer, model) -> list[int]:
+def stop_token_ids(tokenizer, model) -> list[int]:
     """EOS ids of the tokenizer and the generation config (end-of-turn tokens included)."""
     ids = set()
     for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
@@ -92,6 +90,45 @@ def _stop_token_ids(tokenizer, model) -> list[int]:
         if token_id is not None:
             ids.add(token_id)
     return sorted(ids)
+
+
+def sampling_kwargs(settings: GenerationSettings) -> dict:
+    """``model.generate`` keyword arguments for greedy or sampled decoding.
+
+    Seeds torch's RNG when ``settings.seed`` is set and sampling is on.
+    """
+    if settings.temperature > 0:
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        return {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def finish_reply(
+    tokenizer,
+    new_ids: list[int],
+    prompt_len: int,
+    stop_ids: list[int],
+    settings: GenerationSettings,
+    seconds: float,
+) -> Reply:
+    """Cut a row's new tokens at its first stop token (later columns are padding) and stop string."""
+    finish = "length"
+    for index, token in enumerate(new_ids):
+        if token in stop_ids:
+            new_ids, finish = new_ids[: index + 1], "stop"
+            break
+    text = tokenizer.decode(new_ids, skip_special_tokens=True)
+    for stop in settings.stop:
+        if stop in text:
+            text, finish = text.split(stop, 1)[0], "stop"
+    return Reply(
+        text=text,
+        prompt_tokens=prompt_len,
+        completion_tokens=len(new_ids),
+        seconds=seconds,
+        finish_reason=finish,
+    )
 
 
 @torch.inference_mode()
@@ -115,38 +152,21 @@ def generate(
     ids = prompt_ids(tokenizer, messages)
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], device=device)
+    stop_ids = stop_token_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id
     kwargs = {
         "max_new_tokens": settings.max_new_tokens,
-        "eos_token_id": _stop_token_ids(tokenizer, model),
-        "pad_token_id": tokenizer.pad_token_id
-        if tokenizer.pad_token_id is not None
-        else tokenizer.eos_token_id,
+        "eos_token_id": stop_ids,
+        "pad_token_id": pad_id if pad_id is not None else tokenizer.eos_token_id,
         "attention_mask": torch.ones_like(input_ids),
+        **sampling_kwargs(settings),
     }
-    if settings.temperature > 0:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if settings.stop:
         kwargs.update(stop_strings=settings.stop, tokenizer=tokenizer)
     if on_text is not None:
-        kwargs["streamer"] = _CallbackStreamer(tokenizer, on_text).streamer
+        kwargs["streamer"] = callback_streamer(tokenizer, on_text)
     start = time.perf_counter()
     output = model.generate(input_ids=input_ids, **kwargs)
     seconds = time.perf_counter() - start
     new_ids = output[0, input_ids.shape[1] :].tolist()
-    stops = set(kwargs["eos_token_id"])
-    finish = "stop" if new_ids and new_ids[-1] in stops else "length"
-    text = tokenizer.decode(new_ids, skip_special_tokens=True)
-    for stop in settings.stop:
-        if stop in text:
-            text, finish = text.split(stop, 1)[0], "stop"
-    return Reply(
-        text=text,
-        prompt_tokens=len(ids),
-        completion_tokens=len(new_ids),
-        seconds=seconds,
-        finish_reason=finish,
-    )
+    return finish_reply(tokenizer, new_ids, len(ids), stop_ids, settings, seconds)

@@ -26,7 +26,15 @@ import torch
 from tuneforge.adapters.identity import BaseIdentity, base_identity
 from tuneforge.adapters.loading import check_adapter, load_checked, read_adapter
 from tuneforge.errors import AdapterError
-from tuneforge.generation import GenerationSettings, Reply, _stop_token_ids, prompt_ids
+from tuneforge.generation import (
+    GenerationSettings,
+    Reply,
+    callback_streamer,
+    finish_reply,
+    prompt_ids,
+    sampling_kwargs,
+    stop_token_ids,
+)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -218,7 +226,7 @@ class AdapterRegistry:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
-        stop_ids = _stop_token_ids(tokenizer, model)
+        stop_ids = stop_token_ids(tokenizer, model)
         kwargs = {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
@@ -228,45 +236,20 @@ class AdapterRegistry:
         }
         if self._peft is not None:
             kwargs["adapter_names"] = adapter_names
-        if settings.temperature > 0:
-            kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        kwargs.update(sampling_kwargs(settings))
         if settings.stop:
             kwargs.update(stop_strings=settings.stop, tokenizer=tokenizer)
         if on_text is not None:
-            from tuneforge.generation import _CallbackStreamer
-
-            kwargs["streamer"] = _CallbackStreamer(tokenizer, on_text).streamer
+            kwargs["streamer"] = callback_streamer(tokenizer, on_text)
         start = time.perf_counter()
         output = model.generate(**kwargs)
         seconds = time.perf_counter() - start
         return [
-            _reply(tokenizer, output[row, width:].tolist(), len(ids), stop_ids, settings, seconds)
+            finish_reply(
+                tokenizer, output[row, width:].tolist(), len(ids), stop_ids, settings, seconds
+            )
             for row, ids in enumerate(prompts)
         ]
-
-
-def _reply(tokenizer, new_ids, prompt_len, stop_ids, settings, seconds) -> Reply:
-    """Cut a row's new tokens at its first stop token (later columns are padding)."""
-    finish = "length"
-    for index, token in enumerate(new_ids):
-        if token in stop_ids:
-            new_ids, finish = new_ids[: index + 1], "stop"
-            break
-    text = tokenizer.decode(new_ids, skip_special_tokens=True)
-    for stop in settings.stop:
-        if stop in text:
-            text, finish = text.split(stop, 1)[0], "stop"
-    return Reply(
-        text=text,
-        prompt_tokens=prompt_len,
-        completion_tokens=len(new_ids),
-        seconds=seconds,
-        finish_reason=finish,
-    )
 
 
 def parse_adapter_spec(text: str) -> tuple[str, Path]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tuneforge.generation import GenerationSettings, Reply, _stop_token_ids
+from tuneforge.generation import GenerationSettings, Reply, sampling_kwargs, stop_token_ids
 
 
 @dataclass
@@ -150,7 +150,7 @@ def generate_rows(
     for index, row in enumerate(rows):
         input_ids[index, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
         attention_mask[index, width - len(row.prompt_ids) :] = 1
-    stop_ids = _stop_token_ids(tokenizer, model)
+    stop_ids = stop_token_ids(tokenizer, model)
     tracker = _RowTracker(tokenizer, rows, stop_ids)
     kwargs = {
         "max_new_tokens": max(row.settings.max_new_tokens for row in rows),
@@ -158,12 +158,7 @@ def generate_rows(
         "pad_token_id": pad_id,
         "stopping_criteria": StoppingCriteriaList([tracker]),
     }
-    if settings.temperature > 0:
-        kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
-        if settings.seed is not None:
-            torch.manual_seed(settings.seed)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    kwargs.update(sampling_kwargs(settings))
     if adapter_names is not None:
         kwargs["adapter_names"] = adapter_names
     start = time.perf_counter()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneforge.adapters.registry import BASE, AdapterRegistry
+from tuneforge.adapters.registry import AdapterRegistry
 from tuneforge.errors import AdapterError
 from tuneforge.generation import Reply
 from tuneforge.serve.decoding import Row, generate_rows
@@ -86,9 +86,8 @@ class ModelHost:
         self.registry.unload(name)
 
     def _peft_name(self, adapter: str | None) -> str:
-        # The registry keys adapters inside peft by an internal name (user names may contain
-        # characters peft module keys cannot); mixed batches need that name per row.
-        return BASE if adapter is None else self.registry._internal[adapter]
+        # Mixed batches need, per row, the name peft knows the adapter by.
+        return self.registry.peft_name(adapter)
 
     def generate(self, rows: list[Row]) -> list[Reply]:
         """Decode ``rows`` in one batch; they must share a group (``decoding.group_rows``)."""
