@@ -15,7 +15,9 @@ from tuneforge.atomic import staged_dir
 from tuneforge.data.templates import ensure_chat_template
 
 
-def save_adapter(model, out_dir: Path | str, tokenizer=None) -> Path:
+def save_adapter(
+    model, out_dir: Path | str, tokenizer=None, *, identity=None, state_dict=None
+) -> Path:
     """Save a peft-wrapped model's adapter to ``out_dir`` atomically (PEFT format).
 
     Args:
@@ -23,14 +25,17 @@ def save_adapter(model, out_dir: Path | str, tokenizer=None) -> Path:
         out_dir: the adapter folder to write (replaced if it exists).
         tokenizer: saved beside the adapter with its chat template (the fallback ChatML template
             is set on it first if it has none).
+        identity: the base identity to record (default: computed from ``model``).
+        state_dict: the model's whole state dict, when the model itself holds sharded tensors
+            (FSDP); peft keeps the adapter's entries.
 
     Returns:
         ``out_dir``.
     """
     out_dir = Path(out_dir)
     with staged_dir(out_dir, replace=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        write_identity(base_identity(model), tmp)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        write_identity(identity or base_identity(model), tmp)
         if tokenizer is not None:
             ensure_chat_template(tokenizer)
             tokenizer.save_pretrained(tmp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tuneforge.cli.options import HelpFormatter
 
@@ -11,6 +12,7 @@ EPILOG = """examples:
   tuneforge train --config examples/qlora.yaml --max-steps 50 --out runs/q1 --force
   tuneforge train --data orders.jsonl --method lora --lora-r 16 --packing --out runs/r16
   tuneforge train --config runs/r16/config.yaml --resume      # continue after a crash
+  torchrun --nproc-per-node 2 -m tuneforge train --config examples/lora.yaml --strategy fsdp
 """
 
 # (flag, config field, type, help); every one defaults to None so the YAML value stays unless
@@ -40,6 +42,12 @@ _VALUE_OPTIONS = [
     ("--schedule", "schedule", str, "cosine, linear or constant (after warmup)"),
     ("--warmup-ratio", "warmup_ratio", float, "share of steps warming up"),
     ("--device", "device", str, "auto, cpu or cuda[:N]"),
+    (
+        "--strategy",
+        "strategy",
+        str,
+        "under torchrun: ddp or fsdp (auto = ddp when launched on several processes)",
+    ),
     ("--seed", "seed", int, "seed of init, data order and dropout"),
     ("--eval-every", "eval_every", int, "validate every N steps (0 = each epoch end)"),
     ("--save-every", "save_every", int, "checkpoint every N steps (0 = only at the end)"),
@@ -111,6 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     result = train(config)
     summary = result.summary
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     print(
         f"done: {summary['steps']} steps ({summary['stop_reason']}), final loss "
         f"{summary['final_loss']:.4f}, {summary['tokens_per_s']:.0f} tokens/s; "

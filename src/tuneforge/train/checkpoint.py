@@ -5,11 +5,14 @@ A checkpoint is a folder ``checkpoints/step-N/`` holding:
 - ``trainable.safetensors``: every trainable parameter by name (the adapters for lora/qlora,
   the whole model for full);
 - ``optimizer.pt``, ``scheduler.pt``: their state dicts;
-- ``rng.pt``: python, numpy, torch and CUDA generator states;
+- ``rng.pt``: python, numpy, torch and CUDA generator states (``rng-rank<r>.pt`` for the other
+  ranks of a multi-process run);
 - ``state.json``: the step, the data position (epoch, next batch index) and loop state.
 
 It is written under a temporary name and renamed into place, so a SIGKILL leaves either the
 complete new checkpoint or none; older checkpoints are pruned only after the new one exists.
+Parameters are saved whole, and under FSDP the optimizer state is saved whole and keyed by
+parameter name, so a checkpoint resumes with any process count (see ``tuneforge.train.parallel``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 
 from tuneforge.atomic import staged_dir
 from tuneforge.errors import RunDirError
+from tuneforge.train import parallel as par
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -67,13 +71,8 @@ def restore_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters by name, detached copies on CPU (tied weights once)."""
-    return {
-        name: param.detach().to("cpu", copy=True).contiguous()
-        for name, param in model.named_parameters()
-        if param.requires_grad
-    }
+def _rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
 
 
 def save_checkpoint(
@@ -84,8 +83,12 @@ def save_checkpoint(
     scheduler,
     state: dict[str, Any],
     keep: int = 2,
+    parallel: par.Parallel | None = None,
 ) -> Path:
     """Write ``checkpoints/step-<step>`` atomically, then prune all but the newest ``keep``.
+
+    In a multi-process run every rank calls this (gathering sharded tensors is collective);
+    rank 0 writes the folder, the other ranks add their RNG state to it.
 
     Args:
         state: JSON-ready loop state; must include ``step``, ``epoch`` and ``batch_index`` (the
@@ -96,28 +99,59 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
+    parallel = parallel or par.Parallel()
     final = Path(run_dir) / "checkpoints" / f"step-{step}"
-    with staged_dir(final, replace=True) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_states(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    tensors = par.trainable_state(model)
+    if parallel.strategy == "fsdp":
+        optim_state = par.optimizer_state(model, optimizer)
+    else:
+        optim_state = optimizer.state_dict()
+    if parallel.is_main:
+        with staged_dir(final, replace=True) as tmp:
+            save_file(tensors, str(tmp / "trainable.safetensors"))
+            torch.save(optim_state, tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(rng_states(), tmp / "rng.pt")
+            (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    parallel.barrier()
+    if not parallel.is_main:
+        torch.save(rng_states(), final / _rng_file(parallel.rank))
+    parallel.barrier()
+    if parallel.is_main:
+        for old in checkpoint_dirs(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _by_name(optim_state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """Re-key a plain ``optimizer.state_dict()`` (by position) by parameter name."""
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    return {
+        "state": {names[index]: value for index, value in optim_state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[index] for index in group["params"]]}
+            for group in optim_state["param_groups"]
+        ],
+    }
+
+
 def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    parallel: par.Parallel | None = None,
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states from a checkpoint; return its state.
+
+    Works whatever process count and strategy wrote the checkpoint.
 
     Raises:
         RunDirError: the checkpoint does not fit the model (another method or model).
     """
     from safetensors.torch import load_file
 
+    parallel = parallel or par.Parallel()
     folder = Path(folder)
     saved = load_file(str(folder / "trainable.safetensors"))
     params = dict(model.named_parameters())
@@ -128,12 +162,20 @@ def load_checkpoint(
             "resumed (was the method, model or LoRA config changed?); resume with the run's "
             "config.yaml or start a new run with --force"
         )
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor)
+    par.load_trainable_state(model, saved)
     device = next(iter(params.values())).device
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device))
+    optim_state = torch.load(folder / "optimizer.pt", map_location=device)
+    keyed_by_name = any(isinstance(key, str) for key in optim_state["state"])
+    if parallel.strategy == "fsdp" or keyed_by_name:
+        if not keyed_by_name:
+            optim_state = _by_name(optim_state, model)
+        par.load_optimizer_state(model, optimizer, optim_state)
+    else:
+        optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
+    rng_file = folder / _rng_file(parallel.rank)
+    if not rng_file.exists():  # resumed with more processes than wrote the checkpoint
+        rng_file = folder / "rng.pt"
     # Our own file: numpy's state is a tuple of arrays, which the weights-only loader refuses.
-    restore_rng_states(torch.load(folder / "rng.pt", weights_only=False))
+    restore_rng_states(torch.load(rng_file, weights_only=False))
     return json.loads((folder / "state.json").read_text(encoding="utf-8"))

@@ -17,6 +17,7 @@ METHODS = ("full", "lora", "qlora")
 DTYPES = ("auto", "float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
 
 
 @dataclass
@@ -46,6 +47,10 @@ class TrainConfig:
         dtype: compute dtype. ``float32``; ``bfloat16`` = bf16 autocast over fp32 trainable
             weights (frozen lora bases are stored in bf16); ``auto`` = bf16 on capable CUDA.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        strategy: across processes launched by ``torchrun``: ``ddp`` (replicated model,
+            all-reduced gradients), ``fsdp`` (FSDP2: parameters, gradients and optimizer states
+            sharded per transformer block), ``none`` (one process) or ``auto`` (ddp when
+            launched on several processes, else none). ``batch_size`` is per process.
         gradient_checkpointing: recompute activations in backward to save memory.
         optimizer: ``adamw`` (fp32 states), ``adamw_8bit`` or ``paged_adamw_8bit`` (bitsandbytes).
         weight_decay: AdamW weight decay.
@@ -86,6 +91,7 @@ class TrainConfig:
     use_dora: bool = False
     dtype: str = "auto"
     device: str = "auto"
+    strategy: str = "auto"
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"
     weight_decay: float = 0.0
@@ -113,6 +119,7 @@ class TrainConfig:
         _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _check(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.strategy in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "log_every"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, f"must be an integer >= 1; got {value!r}")

@@ -5,8 +5,9 @@ of the whole step (so accumulation equals one big batch), clip, step AdamW and t
 Validation, early stopping and checkpoints happen between steps. A non-finite loss or gradient
 norm stops the run before the optimizer touches the weights, keeping the last good checkpoint.
 
-Multi-process runs plug in through ``TrainingData`` (each rank gets its own shard of batches)
-and ``is_main`` (only rank 0 logs and saves).
+Multi-process runs pass a ``Parallel`` (see ``tuneforge.train.parallel``): a step then takes
+``grad_accum x world_size`` micro-batches, each rank runs its share, and only rank 0 logs and
+writes; the loss and the update equal those of one process with that much accumulation.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
 from tuneforge.train.metrics import MetricsLog, peak_memory_bytes
+from tuneforge.train.parallel import Parallel, full_tensor
 
 
 class TrainingDivergedError(TuneforgeError):
@@ -81,12 +83,13 @@ class FitResult:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def total_steps(config: TrainConfig, data: TrainingData) -> int:
-    """Optimizer steps of the run: ``max_steps``, or every epoch's batches grouped by grad_accum."""
+def total_steps(config: TrainConfig, data: TrainingData, world_size: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps``, or every epoch's batches grouped by
+    ``grad_accum x world_size``."""
     if config.max_steps is not None:
         return config.max_steps
     return sum(
-        math.ceil(len(data.epoch_batches(epoch)) / config.grad_accum)
+        math.ceil(len(data.epoch_batches(epoch)) / (config.grad_accum * world_size))
         for epoch in range(config.epochs)
     )
 
@@ -134,19 +137,44 @@ def _autocast(device: torch.device, compute_dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=compute_dtype)
 
 
+def rank_share(group: list[Batch], parallel: Parallel) -> list[tuple[Batch, float]]:
+    """This rank's micro-batches of a step, each with its weight (0 for padding).
+
+    Rank r takes ``group[r::world_size]``; ranks with fewer get weight-0 copies of a batch so
+    every rank runs the same number of forward/backward passes (collectives stay in step).
+    """
+    world = parallel.world_size
+    share = [(batch, 1.0) for batch in group[parallel.rank :: world]]
+    rounds = math.ceil(len(group) / world)
+    share += [(group[0], 0.0)] * (rounds - len(share))
+    return share
+
+
+def _loss_sum(model: nn.Module, parallel: Parallel, batch: Batch) -> torch.Tensor:
+    if parallel.module is not None:
+        return parallel.module(batch)
+    return supervised_loss_sum(model, batch)
+
+
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, batches: list[Batch], device: torch.device, compute_dtype: torch.dtype
+    model: nn.Module,
+    batches: list[Batch],
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    parallel: Parallel | None = None,
 ) -> float:
-    """Mean supervised loss (nats per token) over validation batches."""
+    """Mean supervised loss (nats per token) over validation batches (shared among ranks)."""
+    parallel = parallel or Parallel()
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in batches:
+    for batch, weight in rank_share(batches, parallel) if batches else []:
         batch = _to_device(batch, device)
         with _autocast(device, compute_dtype):
-            total += float(supervised_loss_sum(model, batch))
-        count += supervised_token_count(batch)
+            total += weight * float(_loss_sum(model, parallel, batch))
+        count += int(weight) * supervised_token_count(batch)
+    total, count = parallel.sum([total, count], device)
     model.train(was_training)
     return total / count if count else float("nan")
 
@@ -158,20 +186,26 @@ def _train_step(
     config: TrainConfig,
     device: torch.device,
     compute_dtype: torch.dtype,
+    parallel: Parallel,
 ) -> tuple[float, float]:
-    """Forward/backward a group of micro-batches; return (mean loss, grad norm before clipping)."""
-    supervised = sum(supervised_token_count(b) for b in group)
+    """Forward/backward a step's micro-batches (this rank's share of them); return (mean loss
+    over the whole step, grad norm before clipping)."""
+    supervised = max(sum(supervised_token_count(b) for b in group), 1)
+    # DDP and FSDP average gradients over ranks; the step's loss is their sum.
+    scale = parallel.world_size / supervised
     loss_sum = torch.zeros((), device=device)
-    for batch in group:
+    share = rank_share(group, parallel)
+    for index, (batch, weight) in enumerate(share):
         batch = _to_device(batch, device)
-        with _autocast(device, compute_dtype):
-            part = supervised_loss_sum(model, batch)
-        (part / max(supervised, 1)).backward()
+        with parallel.no_sync(last=index == len(share) - 1):
+            with _autocast(device, compute_dtype):
+                part = _loss_sum(model, parallel, batch) * weight
+            (part * scale).backward()
         loss_sum += part.detach()
-    loss = float(loss_sum) / max(supervised, 1)
+    (loss_total,) = parallel.sum([float(loss_sum)], device)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    return loss, grad_norm
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return loss_total / supervised, float(full_tensor(grad_norm))
 
 
 def fit(
@@ -182,7 +216,7 @@ def fit(
     *,
     device: torch.device,
     compute_dtype: torch.dtype = torch.float32,
-    is_main: bool = True,
+    parallel: Parallel | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -193,7 +227,8 @@ def fit(
         run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go.
         device: where batches are moved.
         compute_dtype: ``torch.bfloat16`` runs forward/backward under autocast.
-        is_main: only the main process writes metrics and checkpoints.
+        parallel: the process group and wrapped model of a multi-process run (see
+            ``tuneforge.train.parallel``); None for one process.
 
     Returns:
         a FitResult.
@@ -205,8 +240,11 @@ def fit(
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
+    parallel = parallel or Parallel()
+    is_main = parallel.is_main
     params = [p for p in model.parameters() if p.requires_grad]
-    steps = total_steps(config, data)
+    steps = total_steps(config, data, parallel.world_size)
+    group_size = config.grad_accum * parallel.world_size
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
@@ -220,14 +258,15 @@ def fit(
     }
     checkpoint = latest_checkpoint(run_dir) if config.resume else None
     if checkpoint is not None:
-        state.update(load_checkpoint(checkpoint, model, optimizer, scheduler))
-    metrics.truncate_after(state["step"])
+        state.update(load_checkpoint(checkpoint, model, optimizer, scheduler, parallel))
+    if is_main:
+        metrics.truncate_after(state["step"])
 
     def validate() -> bool:
         """Run validation; return True when early stopping says stop."""
         if not data.val_batches:
             return False
-        val_loss = evaluate_loss(model, data.val_batches, device, compute_dtype)
+        val_loss = evaluate_loss(model, data.val_batches, device, compute_dtype, parallel)
         state["last_eval_step"] = state["step"]
         metrics.write({"step": state["step"], "val_loss": val_loss})
         best = state["best_val_loss"]
@@ -253,13 +292,14 @@ def fit(
         if batches_epoch != state["epoch"]:
             batches, batches_epoch = data.epoch_batches(state["epoch"]), state["epoch"]
         index = state["batch_index"]
-        group = batches[index : index + config.grad_accum]
+        group = batches[index : index + group_size]
         tick = time.perf_counter()
         lr = scheduler.get_last_lr()[0]
-        loss, grad_norm = _train_step(model, group, params, config, device, compute_dtype)
+        loss, grad_norm = _train_step(model, group, params, config, device, compute_dtype, parallel)
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
             bar.close()
+            parallel.barrier()
             kept = latest_checkpoint(run_dir)
             where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved"
             raise TrainingDivergedError(
@@ -299,9 +339,16 @@ def fit(
             not config.eval_every and epoch_done
         )
         should_stop = validate() if due_eval else False
-        if is_main and config.save_every and state["step"] % config.save_every == 0:
+        if config.save_every and state["step"] % config.save_every == 0:
             save_checkpoint(
-                run_dir, state["step"], model, optimizer, scheduler, state, config.keep_checkpoints
+                run_dir,
+                state["step"],
+                model,
+                optimizer,
+                scheduler,
+                state,
+                config.keep_checkpoints,
+                parallel,
             )
         if should_stop:
             stop_reason = "early_stopping"

@@ -23,6 +23,7 @@ from tuneforge.errors import RunDirError
 from tuneforge.train.checkpoint import latest_checkpoint
 from tuneforge.train.config import TrainConfig, dump_config
 from tuneforge.train.loop import FitResult, TrainingData, fit
+from tuneforge.train.parallel import Parallel, full_state_dict, init_parallel, wrap_model
 from tuneforge.train.parameters import count_parameters, format_plan
 
 
@@ -41,12 +42,15 @@ class RunResult:
     output_dir: Path
 
 
-def check_run_dir(config: TrainConfig) -> Path:
+def check_run_dir(config: TrainConfig, parallel: Parallel | None = None) -> Path:
     """Refuse to overwrite a non-empty run directory without ``force``; clear it with ``force``.
+
+    Every rank checks (so every rank raises alike); only rank 0 clears and creates.
 
     Raises:
         RunDirError: ``out`` is non-empty (without force/resume), or resume finds no checkpoint.
     """
+    parallel = parallel or Parallel()
     out = Path(config.out)
     non_empty = out.exists() and any(out.iterdir())
     if config.resume:
@@ -56,14 +60,17 @@ def check_run_dir(config: TrainConfig) -> Path:
                 "--resume, with save_every > 0 to get checkpoints"
             )
         return out
-    if non_empty:
-        if not config.force:
-            raise RunDirError(
-                f"{out}: the run directory is not empty; pass --force to overwrite it, "
-                "--resume to continue it, or choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if non_empty and not config.force:
+        raise RunDirError(
+            f"{out}: the run directory is not empty; pass --force to overwrite it, "
+            "--resume to continue it, or choose another --out"
+        )
+    parallel.barrier()  # every rank has looked before rank 0 clears
+    if parallel.is_main:
+        if non_empty:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+    parallel.barrier()
     return out
 
 
@@ -154,16 +161,34 @@ def planner_table(
     return plan.table()
 
 
-def save_final(config: TrainConfig, model, tokenizer, run_dir: Path) -> Path:
-    """Save the adapter (PEFT format) or the full model (safetensors) with its tokenizer."""
-    if config.uses_lora:
-        from tuneforge.adapters import save_adapter
+def save_final(
+    config: TrainConfig,
+    model,
+    tokenizer,
+    run_dir: Path,
+    parallel: Parallel | None = None,
+    identity=None,
+) -> Path:
+    """Save the adapter (PEFT format) or the full model (safetensors) with its tokenizer.
 
-        return save_adapter(model, run_dir / "adapter", tokenizer)
-    out = run_dir / "model"
-    with staged_dir(out, replace=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    Every rank calls it (a sharded model is gathered collectively); rank 0 writes.
+
+    Args:
+        identity: the base weights' identity for an adapter, computed before sharding.
+    """
+    parallel = parallel or Parallel()
+    state_dict = full_state_dict(model)  # None unless sharded
+    out = run_dir / ("adapter" if config.uses_lora else "model")
+    if parallel.is_main:
+        if config.uses_lora:
+            from tuneforge.adapters import save_adapter
+
+            save_adapter(model, out, tokenizer, identity=identity, state_dict=state_dict)
+        else:
+            with staged_dir(out, replace=True) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+                tokenizer.save_pretrained(tmp)
+    parallel.barrier()
     return out
 
 
@@ -185,25 +210,52 @@ def train(
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
         ConfigError, DataError, ModelError: from the config, the data or the model.
     """
-    from tuneforge.models.device import resolve_device
+    parallel, device = init_parallel(config.strategy, config.method, config.device)
+    try:
+        return _train(config, parallel, device, home, log)
+    finally:
+        parallel.shutdown()
 
-    run_dir = check_run_dir(config)
+
+def _train(
+    config: TrainConfig,
+    parallel: Parallel,
+    device: torch.device,
+    home: Path | None,
+    log: Callable[[str], None],
+) -> RunResult:
+    if not parallel.is_main:
+        log = _quiet
+    run_dir = check_run_dir(config, parallel)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     from tuneforge.train.methods import prepare_model
 
     prepared = prepare_model(config, device, home=home)
     resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
-    write_text(run_dir / "config.yaml", dump_config(resolved))
+    if parallel.is_main:
+        write_text(run_dir / "config.yaml", dump_config(resolved))
     data = build_training_data(config, prepared.tokenizer, log)
     counts = count_parameters(prepared.model)
     table = planner_table(resolved, prepared.source, data.supervised_fraction, device)
     log(format_plan(counts, config.method, config.optimizer, memory=table is None))
     if table:
         log(table)
-    seed_everything(config.seed)  # the same dropout stream whatever loading consumed
+    if parallel.distributed:
+        log(
+            f"strategy {parallel.strategy}: {parallel.world_size} processes, batch "
+            f"{config.batch_size} per process x grad_accum {config.grad_accum} = global batch "
+            f"{config.batch_size * config.grad_accum * parallel.world_size}"
+        )
+    identity = None
+    if config.uses_lora:
+        from tuneforge.adapters.identity import base_identity
+
+        identity = base_identity(prepared.model)  # before sharding changes the tensors
+    wrap_model(prepared.model, parallel, device)
+    # The same dropout stream whatever loading consumed; each rank its own.
+    seed_everything(config.seed + parallel.rank)
     started = time.time()
     result: FitResult = fit(
         prepared.model,
@@ -212,8 +264,11 @@ def train(
         run_dir,
         device=device,
         compute_dtype=prepared.compute_dtype,
+        parallel=parallel,
     )
-    output_dir = save_final(config, prepared.model, prepared.tokenizer, run_dir)
+    output_dir = save_final(
+        config, prepared.model, prepared.tokenizer, run_dir, parallel, identity=identity
+    )
     summary = {
         "method": config.method,
         "model": config.model,
@@ -232,5 +287,13 @@ def train(
         "compute_dtype": str(prepared.compute_dtype).removeprefix("torch."),
         "output": output_dir.name,
     }
-    write_json(run_dir / "summary.json", summary)
+    if parallel.distributed:
+        summary["strategy"] = parallel.strategy
+        summary["processes"] = parallel.world_size
+    if parallel.is_main:
+        write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir=run_dir, summary=summary, output_dir=output_dir)
+
+
+def _quiet(_message: str) -> None:
+    """The log of ranks other than 0."""
