@@ -47,7 +47,9 @@ def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProces
 
 def _losses(run: Path) -> tuple[list[float], list[float]]:
     rows = read_metrics(run / "metrics.jsonl")
-    return [r["loss"] for r in rows if "loss" in r], [r["val_loss"] for r in rows if "val_loss" in r]
+    return [r["loss"] for r in rows if "loss" in r], [
+        r["val_loss"] for r in rows if "val_loss" in r
+    ]
 
 
 def _max_difference(a: Path, b: Path) -> float:
