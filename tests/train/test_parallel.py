@@ -23,7 +23,8 @@ from tuneforge.train.parallel import Parallel, resolve_strategy
 
 LOSS_TOLERANCE = 1e-4
 WEIGHT_TOLERANCE = 1e-5
-SAVED = {"lora": "adapter/adapter_model.safetensors", "full": "model/model.safetensors"}
+ADAPTER = "adapter/adapter_model.safetensors"
+SAVED = {"lora": ADAPTER, "qlora": ADAPTER, "full": "model/model.safetensors"}
 
 
 def _args(model_dir, data, out, method: str, *extra) -> list[str]:
@@ -59,23 +60,31 @@ def _max_difference(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def single_runs(tiny_model_dir, chat_data, tmp_path_factory) -> dict[str, Path]:
+def models(tiny_model_dir, tiny64_dir) -> dict[str, Path]:
+    """The model per method (bitsandbytes quantizes in blocks of 64 inputs)."""
+    return {"lora": tiny_model_dir, "full": tiny_model_dir, "qlora": tiny64_dir}
+
+
+@pytest.fixture(scope="module")
+def single_runs(models, chat_data, tmp_path_factory) -> dict[str, Path]:
     """One-process reference runs (one per method) with grad_accum 4, one epoch."""
     runs = {}
-    for method in ("lora", "full"):
+    for method, model_dir in models.items():
         out = tmp_path_factory.mktemp("single") / method
-        assert main(_args(tiny_model_dir, chat_data, out, method, "--grad-accum", "4")) == 0
+        assert main(_args(model_dir, chat_data, out, method, "--grad-accum", "4")) == 0
         runs[method] = out
     return runs
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize(
+    ("strategy", "method"),
+    [("ddp", "lora"), ("ddp", "full"), ("ddp", "qlora"), ("fsdp", "lora"), ("fsdp", "full")],
+)
 def test_two_processes_match_one_process(
-    strategy, method, single_runs, tiny_model_dir, chat_data, tmp_path
+    strategy, method, single_runs, models, chat_data, tmp_path
 ):
     out = tmp_path / f"{strategy}-{method}"
-    args = _args(tiny_model_dir, chat_data, out, method, "--grad-accum", "2")
+    args = _args(models[method], chat_data, out, method, "--grad-accum", "2")
     done = _torchrun([*args, "--strategy", strategy])
     assert f"strategy {strategy}: 2 processes" in done.stdout
     assert done.stdout.count("done: ") == 1  # only rank 0 reports
