@@ -1,7 +1,9 @@
 """Full fine-tuning vs LoRA vs QLoRA on the default model: real tokens/s and peak RSS.
 
-Same data (the JSON-orders demo task), batch, max length, steps and precision (fp32) for each
-method; each method runs in its own subprocess so its peak RSS is its own (model load included).
+Same data (the JSON-orders demo task), batch, max length, steps and precision for each method;
+each method runs in its own subprocess. Two peaks: the process's over its whole life (model load
+and 4-bit quantization included) and the training's (``fit`` resets the peak once the model is
+ready; what ``metrics.jsonl`` logs and the planner predicts).
 Tokens/s is steady state: real tokens of steps 2..N over the time from the end of step 1 to the
 end of step N.
 
@@ -52,7 +54,7 @@ def worker(args) -> None:
         lr=2e-5 if args.worker == "full" else 2e-4,
         lora_r=8,
         lora_alpha=16,
-        dtype="float32",
+        dtype=args.dtype,
         progress=False,
     )
     result = train(config, log=lambda _text: None)
@@ -65,6 +67,7 @@ def worker(args) -> None:
             {
                 "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
                 "peak_rss_bytes": peak_rss_bytes(),
+                "train_peak_bytes": result.summary["peak_memory_bytes"],
                 "trainable": result.summary["trainable_parameters"],
                 "total": result.summary["total_parameters"],
                 "final_loss": result.summary["final_loss"],
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--workdir", default="/tmp/tuneforge-bench-train-methods")
     parser.add_argument("--worker", choices=METHODS, default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="both")
     args = parser.parse_args()
     args.steps = args.steps or (4 if args.quick else 10)
     args.batch_size = args.batch_size or (4 if args.quick else 8)
@@ -90,11 +94,12 @@ def main() -> None:
         worker(args)
         return
     rows = []
-    for method in METHODS:
+    dtypes = ("float32", "bfloat16") if args.dtype == "both" else (args.dtype,)
+    for dtype, method in [(d, m) for d in dtypes for m in METHODS]:
         command = [
             sys.executable, __file__, "--worker", method, "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-            "--workdir", args.workdir,
+            "--workdir", args.workdir, "--dtype", dtype,
         ]  # fmt: skip
         if args.threads:
             command += ["--threads", str(args.threads)]
@@ -105,21 +110,34 @@ def main() -> None:
         res = json.loads(line[len("RESULT ") :])
         rows.append(
             [
+                "bf16" if dtype == "bfloat16" else "fp32",
                 method,
                 f"{res['trainable']:,} / {res['total']:,}",
                 f"{res['tokens_per_s']:.0f}",
                 f"{res['peak_rss_bytes'] / 2**30:.2f}",
+                f"{res['train_peak_bytes'] / 2**30:.2f}",
                 f"{res['final_loss']:.3f}",
             ]
         )
     body = (
-        f"Default model (SmolLM2-135M-Instruct), JSON-orders task, fp32 compute, batch "
+        f"Default model (SmolLM2-135M-Instruct), JSON-orders task, fp32 then bf16 compute, batch "
         f"{args.batch_size}, max length {args.max_length}, {args.steps} steps, "
         f"{args.threads or 'default'} torch threads, LoRA r=8 on every "
         "linear layer but the head; QLoRA = NF4 + double quantization (bitsandbytes CPU backend). "
-        "Peak RSS of each method's own process, model load included.\n\n"
+        "Process peak RSS = the method's own process over its life, model load and "
+        "quantization included; training peak RSS = from the first step on (what "
+        "metrics.jsonl logs).\n\n"
         + markdown_table(
-            ["method", "trainable / total params", "tokens/s", "peak RSS GiB", "last loss"], rows
+            [
+                "dtype",
+                "method",
+                "trainable / total params",
+                "tokens/s",
+                "process peak RSS GiB",
+                "training peak RSS GiB",
+                "last loss",
+            ],
+            rows,
         )
     )
     report("train_methods", "Training methods: throughput and memory", body)

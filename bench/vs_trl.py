@@ -1,8 +1,10 @@
 """tuneforge vs TRL's SFTTrainer + peft: real tokens/s, peak RSS and loss, side by side.
 
 Same model (the bundled default), data (the JSON-orders demo task), batch size, max length,
-LoRA config (r=8, alpha=16, every linear layer but the head), precision (fp32) and steps; loss on
-the assistant answer only; packing off for both, then on for both. Each run is its own
+LoRA config (r=8, alpha=16, every linear layer but the head), precision and steps; loss on the
+assistant answer only; fp32, then bf16 (each trainer's own bf16 recipe: TRL loads the base in bf16
+and sets ``bf16=True``, autocast over fp32 adapters; tuneforge ``dtype: bfloat16``); packing off
+for both, then on for both. Each run is its own
 subprocess so peak RSS is clean; the runs alternate so machine load hits both alike.
 
 Tokens/s counts real (non-pad) tokens, steady state: steps 2..N over the time between the end of
@@ -72,7 +74,7 @@ def run_tuneforge(args) -> dict:
         lora_r=LORA["r"],
         lora_alpha=LORA["alpha"],
         lora_dropout=LORA["dropout"],
-        dtype="float32",
+        dtype=args.dtype,
         max_grad_norm=1.0,
         progress=False,
     )
@@ -109,7 +111,7 @@ def run_trl(args) -> dict:
     folder = model_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.float32, attn_implementation="sdpa"
+        folder, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
     )
     ends: list[float] = []
     tokens: list[int] = []
@@ -137,12 +139,15 @@ def run_trl(args) -> dict:
         save_strategy="no",
         report_to=[],
         use_cpu=True,
-        bf16=False,
+        bf16=args.dtype == "bfloat16",
         fp16=False,
         seed=0,
         dataloader_num_workers=0,
         disable_tqdm=True,
         max_grad_norm=1.0,
+        # TRL's SFTConfig turns activation checkpointing on by default; tuneforge's default is
+        # off. Same recipe for both: off.
+        gradient_checkpointing=False,
     )
     peft_config = LoraConfig(
         r=LORA["r"],
@@ -196,7 +201,7 @@ def matmul_peak() -> dict[str, float]:
 
 
 def useful_flops_per_token(supervised_share: float) -> float:
-    """LoRA training FLOPs per real token on the default model (frozen base, fp32).
+    """LoRA training FLOPs per real token on the default model (frozen base).
 
     Forward 2*N and input-gradient backward 2*N for the N decoder linear weights (the frozen base
     needs no weight gradients; LoRA's own FLOPs are < 2% at r=8), plus the tied head
@@ -220,10 +225,10 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def launch(args, which: str, packing: int) -> dict:
+def launch(args, which: str, packing: int, dtype: str) -> dict:
     """Run a worker subprocess and parse its result line."""
     command = [
-        sys.executable, __file__, "--worker", which, "--packing", str(packing),
+        sys.executable, __file__, "--worker", which, "--packing", str(packing), "--dtype", dtype,
         "--steps", str(args.steps), "--batch-size", str(args.batch_size),
         "--max-length", str(args.max_length), "--workdir", args.workdir,
     ]  # fmt: skip
@@ -233,7 +238,7 @@ def launch(args, which: str, packing: int) -> dict:
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{which} packing={packing} failed:\n{done.stderr[-3000:]}")
+    raise RuntimeError(f"{which} {dtype} packing={packing} failed:\n{done.stderr[-3000:]}")
 
 
 def main() -> None:
@@ -246,6 +251,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/tuneforge-bench-vs-trl")
     parser.add_argument("--worker", choices=["tuneforge", "trl"], default=None)
     parser.add_argument("--packing", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "both"], default="both", help="precision(s)"
+    )
     args = parser.parse_args()
     args.steps = args.steps or (6 if args.quick else 20)
     args.batch_size = args.batch_size or (4 if args.quick else 8)
@@ -259,14 +267,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # the peak is measured with the runs' thread count
     peaks = matmul_peak()
     rows, notes = [], []
-    for packing in (0, 1):
-        results = {which: launch(args, which, packing) for which in ("trl", "tuneforge")}
+    dtypes = ("float32", "bfloat16") if args.dtype == "both" else (args.dtype,)
+    combos = [(dtype, packing) for dtype in dtypes for packing in (0, 1)]
+    for dtype, packing in combos:
+        results = {which: launch(args, which, packing, dtype) for which in ("trl", "tuneforge")}
         trl, ours = results["trl"], results["tuneforge"]
         speedup = ours["tokens_per_s"] / trl["tokens_per_s"] if trl["tokens_per_s"] else 0.0
         for name, res in (("TRL SFTTrainer + peft", trl), ("tuneforge", ours)):
             tail = res["losses"][-3:]
             rows.append(
                 [
+                    "bf16" if dtype == "bfloat16" else "fp32",
                     "on" if packing else "off",
                     name,
                     f"{res['tokens_per_s']:.0f}",
@@ -277,22 +288,24 @@ def main() -> None:
                 ]
             )
         flops = ours["tokens_per_s"] * useful_flops_per_token(ours["supervised_share"])
+        short = "bf16" if dtype == "bfloat16" else "fp32"
         notes.append(
-            f"packing {'on' if packing else 'off'}: tuneforge useful training FLOP/s "
-            f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peaks['float32']:.1f}% of the measured "
-            f"fp32 matmul peak"
+            f"{short}, packing {'on' if packing else 'off'}: tuneforge useful training FLOP/s "
+            f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peaks[dtype]:.1f}% of the measured "
+            f"{short} matmul peak, {100 * flops / peaks['bfloat16']:.1f}% of the bf16 peak"
         )
     body = (
         f"Default model (SmolLM2-135M-Instruct), JSON-orders task, LoRA r={LORA['r']} "
-        f"alpha={LORA['alpha']} on every linear layer but the head, fp32, batch "
+        f"alpha={LORA['alpha']} on every linear layer but the head, batch "
         f"{args.batch_size}, max length {args.max_length}, {args.steps} steps, "
         f"{args.threads or 'default'} torch threads, loss on the "
         "answer only. Tokens/s = real (non-pad) tokens, steady state (steps 2..N); peak RSS of "
-        "each run's own process (model load included). Data order differs between the two "
+        "each run's own process (model load included). Activation checkpointing off for both (TRL's default is on). Data order differs between the two "
         "(each shuffles its own way), so losses are compared as first step and mean of the last "
         "3.\n\n"
         + markdown_table(
             [
+                "dtype",
                 "packing",
                 "trainer",
                 "tokens/s",

@@ -59,6 +59,7 @@ _FLAG_OPTIONS = [
     ("--use-rslora", "use_rslora", "rank-stabilised LoRA scaling alpha/sqrt(r)"),
     ("--use-dora", "use_dora", "weight-decomposed LoRA (DoRA)"),
     ("--gradient-checkpointing", "gradient_checkpointing", "recompute activations in backward"),
+    ("--compile", "compile", "torch.compile each transformer block (faster steps after warm-up)"),
     ("--train-on-inputs", "train_on_inputs", "also put loss on system/user tokens"),
 ]
 

@@ -26,7 +26,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
-from tuneforge.train.metrics import MetricsLog, peak_memory_bytes
+from tuneforge.train.metrics import MetricsLog, peak_memory_bytes, reset_peak_memory
 from tuneforge.train.parallel import Parallel, full_tensor
 
 
@@ -285,6 +285,7 @@ def fit(
         disable=not (config.progress and is_main),
     )
     model.train()
+    reset_peak_memory(device)  # the training's peak, not a transient of loading the weights
     stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
     start = time.perf_counter()
     batches, batches_epoch = None, None

@@ -83,11 +83,28 @@ def lora_config_for(config: TrainConfig, target_modules: list[str]):
     )
 
 
-def _load_base(source: str, method: str, compute_dtype: torch.dtype, device: torch.device):
+def attention_implementation(
+    device: torch.device, compute_dtype: torch.dtype, max_length: int
+) -> str:
+    """The attention kernel for training: ``sdpa``, or ``eager`` for short bf16 rows on CPU.
+
+    Measured on a 2-core AMX CPU (SmolLM2-135M, LoRA, batch 8 x 128 tokens, bf16 autocast):
+    torch's CPU flash-attention backward in bf16 takes about a quarter of the step, and the
+    plain matmul-softmax-matmul path trains 15% faster. Eager keeps the B x heads x T x T
+    probabilities for backward, so it is used only up to 512 tokens; fp32 and CUDA keep sdpa.
+    """
+    if device.type == "cpu" and compute_dtype == torch.bfloat16 and max_length <= 512:
+        return "eager"
+    return "sdpa"
+
+
+def _load_base(
+    source: str, method: str, compute_dtype: torch.dtype, device: torch.device, attention: str
+):
     """Load the base causal LM: fp32 (full), compute dtype (lora) or NF4 4-bit (qlora)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs: dict = {"attn_implementation": "sdpa"}
+    kwargs: dict = {"attn_implementation": attention}
     if method == "qlora":
         # transformers quantizes every nn.Linear but the output head while loading, on CPU too
         # (bitsandbytes >= 0.48 has a CPU backend), so the fp32 weights never all sit in memory.
@@ -146,15 +163,29 @@ def prepare_model(config: TrainConfig, device: torch.device, home: Path | None =
     source = str(resolve_folder(config.model, home=home, progress=config.progress))
     tokenizer = load_tokenizer(source)
     torch.manual_seed(config.seed)
-    model = _load_base(source, config.method, compute_dtype, device)
+    attention = attention_implementation(device, compute_dtype, config.max_length)
+    model = _load_base(source, config.method, compute_dtype, device, attention)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     target_modules = None
     if config.uses_lora:
         model, target_modules = _apply_lora(model, config)
+        if compute_dtype != torch.float32:
+            _let_autocast_cast_lora_inputs(model)
     model.train()
     return PreparedModel(model, tokenizer, source, compute_dtype, target_modules)
+
+
+def _let_autocast_cast_lora_inputs(model: nn.Module) -> None:
+    """Stop peft casting each LoRA layer's bf16 input up to the fp32 adapter dtype.
+
+    Training runs under autocast, which feeds the adapter matmuls bf16 anyway: peft's cast made
+    an fp32 copy of the input of every adapted layer (about a tenth of a bf16 CPU step).
+    """
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
 
 
 def _apply_lora(model: nn.Module, config: TrainConfig):

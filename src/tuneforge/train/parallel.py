@@ -171,8 +171,9 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     layers = getattr(base.get_decoder(), "layers", None)
     if layers is None:
         raise ConfigError(
-            f"strategy fsdp: cannot find the transformer blocks of {type(base).__name__} "
-            "(expected a decoder with .layers); use strategy ddp"
+            f"cannot find the transformer blocks of {type(base).__name__} (expected a decoder "
+            "with .layers), which strategy fsdp and compile work on; use strategy ddp and no "
+            "compile for this model"
         )
     return list(layers)
 

@@ -23,7 +23,13 @@ from tuneforge.errors import RunDirError
 from tuneforge.train.checkpoint import latest_checkpoint
 from tuneforge.train.config import TrainConfig, dump_config
 from tuneforge.train.loop import FitResult, TrainingData, fit
-from tuneforge.train.parallel import Parallel, full_state_dict, init_parallel, wrap_model
+from tuneforge.train.parallel import (
+    Parallel,
+    decoder_blocks,
+    full_state_dict,
+    init_parallel,
+    wrap_model,
+)
 from tuneforge.train.parameters import count_parameters, format_plan
 
 
@@ -253,6 +259,8 @@ def _train(
         from tuneforge.adapters.identity import base_identity
 
         identity = base_identity(prepared.model)  # before sharding changes the tensors
+    if config.compile:
+        compile_blocks(prepared.model)
     wrap_model(prepared.model, parallel, device)
     # The same dropout stream whatever loading consumed; each rank its own.
     seed_everything(config.seed + parallel.rank)
@@ -293,6 +301,17 @@ def _train(
     if parallel.is_main:
         write_json(run_dir / "summary.json", summary)
     return RunResult(run_dir=run_dir, summary=summary, output_dir=output_dir)
+
+
+def compile_blocks(model) -> None:
+    """``torch.compile`` every transformer block in place (parameter names do not change).
+
+    Per-block ("regional") compilation compiles one block's graph and reuses it for the others,
+    so compile time does not grow with depth; ``dynamic=True`` keeps one graph for every
+    sequence length instead of recompiling per batch shape.
+    """
+    for block in decoder_blocks(model):
+        block.compile(dynamic=True)
 
 
 def _quiet(_message: str) -> None:
