@@ -13,7 +13,7 @@ from tuneforge.plan.parameters import lora_count
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _tiny(tie: bool = True):
+def _tiny(tie: bool = True, attention: str = "sdpa"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -27,15 +27,22 @@ def _tiny(tie: bool = True):
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = attention
     return model, ModelConfig.from_dict(config.to_dict(), "tiny")
 
 
-def saved_bytes(method: str, dtype: torch.dtype, batch: int = 2, length: int = 40) -> int:
+def saved_bytes(
+    method: str,
+    dtype: torch.dtype,
+    batch: int = 2,
+    length: int = 40,
+    attention: str = "sdpa",
+    lora_input_cast: bool = False,
+) -> int:
     """Bytes of the distinct non-parameter tensors autograd keeps for one loss like tuneforge's."""
     from peft import LoraConfig, get_peft_model
 
-    model, _ = _tiny()
+    model, _ = _tiny(attention=attention)
     if method == "lora":
         model.to(dtype)
         for param in model.parameters():
@@ -44,6 +51,9 @@ def saved_bytes(method: str, dtype: torch.dtype, batch: int = 2, length: int = 4
         for param in model.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
+        for module in model.modules():  # as tuneforge trains (stock peft: lora_input_cast)
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = lora_input_cast
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -65,17 +75,26 @@ def saved_bytes(method: str, dtype: torch.dtype, batch: int = 2, length: int = 4
 
 
 @pytest.mark.parametrize(
-    ("method", "dtype"),
+    ("method", "dtype", "attention", "lora_input_cast"),
     [
-        ("full", torch.float32),
-        ("full", torch.bfloat16),
-        ("lora", torch.float32),
-        ("lora", torch.bfloat16),
+        ("full", torch.float32, "sdpa", False),
+        ("full", torch.bfloat16, "sdpa", False),
+        ("lora", torch.float32, "sdpa", False),
+        ("lora", torch.bfloat16, "sdpa", False),
+        ("lora", torch.bfloat16, "sdpa", True),
+        ("lora", torch.bfloat16, "eager", False),
     ],
-    ids=["full-fp32", "full-bf16-autocast", "lora-fp32", "lora-bf16-autocast"],
+    ids=[
+        "full-fp32",
+        "full-bf16-autocast",
+        "lora-fp32",
+        "lora-bf16-autocast",
+        "lora-bf16-stock-peft-cast",
+        "lora-bf16-eager",
+    ],
 )
-def test_formula_matches_the_saved_tensors(method, dtype):
-    model, config = _tiny()
+def test_formula_matches_the_saved_tensors(method, dtype, attention, lora_input_cast):
+    model, config = _tiny(attention=attention)
     compute = 2 if dtype == torch.bfloat16 else 4
     stream = 4 if method == "full" or compute == 4 else 2
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
@@ -90,7 +109,9 @@ def test_formula_matches_the_saved_tensors(method, dtype):
         lora_modules=TARGETS if method == "lora" else [],
         lora_r=4,
         autocast_linear_weights=linear if method == "full" else lora,
+        attention=attention,
+        lora_input_cast=lora_input_cast,
     )
     predicted = estimate.activations + estimate.logits_saved
-    measured = saved_bytes(method, dtype)
+    measured = saved_bytes(method, dtype, attention=attention, lora_input_cast=lora_input_cast)
     assert abs(predicted - measured) / measured < 0.01, (predicted, measured)

@@ -17,7 +17,8 @@ fp32 unless the embedding itself is stored in bf16):
 - attention: q and k after RoPE and v (``c*(q + 2kv)``; ``c*3q`` when a padding mask makes
   transformers repeat K/V for grouped-query attention), the softmax log-sum-exp (4 bytes per
   head), the output (``c*q``) and its ``[B, T, q]`` copy that feeds o_proj (``c*q``). sdpa never
-  stores the ``T x T`` probabilities; eager attention would add ``heads * T * (c + c)``.
+  stores the ``T x T`` probabilities; eager attention keeps them in fp32 and in ``c``
+  (``heads * T * (4 + c)`` per token) with K and V repeated to every query head.
 - gated MLP: gate, silu(gate), up and silu(gate) * up (``4 * c * i``).
 - LoRA: each adapted linear keeps A's output (``c*r``); dropout > 0 adds the dropped input and
   its mask (``(c + 1) * in``).
@@ -85,14 +86,16 @@ def block_bytes_per_token(
     attention: str = "sdpa",
     seq_len: int = 0,
     trainable_norms: bool = True,
+    lora_input_cast: bool = False,
 ) -> int:
     """Bytes one decoder block keeps for backward, per token (see the module docstring)."""
     h, i, q, kv = config.hidden_size, config.intermediate_size, config.q_dim, config.kv_dim
     c, s = compute_bytes, stream_bytes
     autocast_casts = c < s  # bf16 autocast over an fp32 residual stream
-    # peft casts an adapted layer's input to the fp32 LoRA weights and autocast casts it back:
-    # each adapted linear then keeps its own bf16 copy, and the frozen base keeps nothing.
-    lora_copies = bool(lora_modules) and c < FP32
+    # Stock peft casts an adapted layer's input to the fp32 LoRA weights and autocast casts it
+    # back: each adapted linear then keeps its own bf16 copy. tuneforge turns that cast off
+    # (``lora_input_cast=False``): the adapters read the input the base layer reads.
+    lora_copies = bool(lora_modules) and c < FP32 and lora_input_cast
     norm = FP32 * h + FP32  # the input upcast to fp32 and rsqrt of the mean square
     if trainable_norms:
         norm += s * h  # x * rsqrt, kept for the norm weight's gradient
@@ -101,11 +104,15 @@ def block_bytes_per_token(
     total = 2 * norm
     if autocast_casts:  # q, k, v, gate, up each keep their own bf16 copy of the fp32 input
         total += 5 * c * h
-    kv_kept = 2 * q if padding_mask and q != kv else 2 * kv
-    # q, k after RoPE, v; log-sum-exp; the output (o_proj reads it in place)
-    total += c * (q + kv_kept) + FP32 * config.num_attention_heads + c * q
-    if attention == "eager":  # softmax probabilities and their dropout-free copy, per query
-        total += 2 * c * config.num_attention_heads * seq_len
+    heads = config.num_attention_heads
+    if attention == "eager":
+        # q; K and V repeated to every query head; the fp32 softmax probabilities and their copy
+        # in the compute dtype (T per head per query); the output's contiguous copy for o_proj
+        total += 4 * c * q + (FP32 + c) * heads * seq_len
+    else:
+        kv_kept = 2 * q if padding_mask and q != kv else 2 * kv
+        # q, k after RoPE, v; log-sum-exp; the output (o_proj reads it in place)
+        total += c * (q + kv_kept) + FP32 * heads + c * q
     if config.qk_norm:  # per-head RMSNorm on q and k: input (fp32) and output
         total += (FP32 + c) * (q + kv)
     total += (3 if lora_copies else 4) * c * i  # gate, silu(gate), up [, their product]
@@ -136,6 +143,7 @@ def estimate_activations(
     autocast_linear_weights: int = 0,
     padding_mask: bool = False,
     attention: str = "sdpa",
+    lora_input_cast: bool = False,
 ) -> ActivationEstimate:
     """Activation bytes of one micro-batch of ``batch_size`` rows of ``max_length`` tokens.
 
@@ -147,6 +155,9 @@ def estimate_activations(
         supervised_fraction: share of positions whose next token carries loss (0..1].
         lm_head_on_supervised_only: the head runs only on supervised rows (tuneforge's loss);
             False = every position (a stock ``model(labels=...)``).
+        attention: ``sdpa`` (no T x T probabilities kept) or ``eager``.
+        lora_input_cast: peft's cast of adapter inputs to fp32 is on (stock peft under
+            autocast); tuneforge's training turns it off.
     """
     tokens = batch_size * max_length
     per_token = block_bytes_per_token(
@@ -160,6 +171,7 @@ def estimate_activations(
         attention=attention,
         seq_len=max_length,
         trainable_norms=method == "full",
+        lora_input_cast=lora_input_cast,
     )
     layers = config.num_hidden_layers
     if gradient_checkpointing:

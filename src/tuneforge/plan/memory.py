@@ -214,6 +214,7 @@ def estimate_memory(
     lora_dropout: float = 0.0,
     padding_mask: bool = False,
     device: str = "cuda",
+    attention: str = "sdpa",
 ) -> MemoryPlan:
     """Predict the peak memory of one device during a training step (see the module docstring).
 
@@ -238,6 +239,8 @@ def estimate_memory(
         padding_mask: batches carry padding, so sdpa gets a mask and K/V are repeated for GQA.
         device: ``cuda`` adds the CUDA context and foreach-optimizer temporaries; ``cpu`` is
             what the CPU benchmark measures.
+        attention: ``sdpa`` or ``eager`` (keeps the T x T probabilities; tuneforge trains
+            short bf16 rows on CPU with it, see ``train.methods.attention_implementation``).
 
     Returns:
         a MemoryPlan (bytes per device by component).
@@ -331,6 +334,7 @@ def estimate_memory(
         lm_head_on_supervised_only=lm_head_on_supervised_only,
         autocast_linear_weights=autocast_weights,
         padding_mask=padding_mask,
+        attention=attention,
     )
 
     # Optimizer-step temporaries: torch's foreach AdamW (the CUDA default) allocates sqrt(v) for

@@ -144,6 +144,11 @@ def planner_table(
         from tuneforge.plan import estimate_memory, load_model_config
     except ImportError:  # the planner is an optional part of the package
         return None
+    from tuneforge.train.methods import attention_implementation, compute_dtype_for
+
+    attention = attention_implementation(
+        device, compute_dtype_for(config, device), config.max_length
+    )
     try:
         plan = estimate_memory(
             load_model_config(source),
@@ -161,6 +166,7 @@ def planner_table(
             lora_dropout=config.lora_dropout,
             padding_mask=not config.packing,
             device=device.type,
+            attention=attention,
         )
     except TuneforgeError as err:
         return f"(memory plan unavailable: {err})"
