@@ -158,8 +158,13 @@ def main() -> None:
         f"server max_batch_size={max(levels)}. Concurrency 1 is the same load run one request "
         "at a time; the last column is throughput relative to it (same requests-on group). "
         "Latency is per request, end to end through HTTP (seconds). System load average "
-        f"(1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other "
-        "processes shared the cores, so compare rows of one run, not runs.\n\n"
+        f"(1 min) {load_start:.1f} at the start (before the server), "
+        f"{os.getloadavg()[0]:.1f} at the end (the server's own load included)"
+        + (
+            ": other processes shared the cores, so compare rows of one run, not runs.\n\n"
+            if load_start >= 1.0
+            else ".\n\n"
+        )
         + markdown_table(headers, rows)
     )
     report("serve", "Serving: throughput and latency under concurrent load", body)

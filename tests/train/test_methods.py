@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -91,3 +93,16 @@ def test_qlora_is_nf4_with_fp32_adapters_and_keeps_grads_after_eval(tiny64_dir, 
     after = first_layer_grad()
     assert before.abs().sum() > 0
     assert torch.allclose(before, after, atol=1e-6)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_qlora_does_not_keep_the_checkpoint_mapped(tiny64_dir, tmp_path):
+    import gc
+    import shutil
+
+    private = Path(shutil.copytree(tiny64_dir, tmp_path / "private"))
+    prepared = prepare_model(_config(private, method="qlora"), CPU)
+    gc.collect()
+    # The full-precision checkpoint stays resident while any tensor views its mapping.
+    assert str(private) not in Path("/proc/self/maps").read_text()
+    assert prepared.model is not None

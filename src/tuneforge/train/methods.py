@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,9 +128,26 @@ def _load_base(
         raise ModelError(f"{source}: cannot load the model ({err})") from err
     if method == "qlora":
         _keep_4bit_layers_differentiable(model)
+        _release_checkpoint_mapping(model)
     else:
         model.to(device)
     return model
+
+
+@torch.no_grad()
+def _release_checkpoint_mapping(model: nn.Module) -> None:
+    """Give the tensors that stayed unquantized (embeddings, norms) their own memory.
+
+    Loaded from safetensors, they are views of the memory-mapped checkpoint file, which keeps
+    the whole mapping alive: every page quantization read (all the full-precision weights) stays
+    resident. Measured on the default model: 0.3 GiB of RSS that a 4-bit base is meant to save.
+    """
+    for module in model.modules():
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        for tensor in tensors:
+            if tensor.dtype != torch.uint8:  # packed 4-bit weights are already our own
+                tensor.data = tensor.data.clone()
+    gc.collect()
 
 
 def _keep_4bit_layers_differentiable(model: nn.Module) -> None:
