@@ -150,6 +150,9 @@ def step_compare(out: Path, device: str, budget: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tuneforge.cli import silence_benign_warnings
+
+    silence_benign_warnings()
     parser = argparse.ArgumentParser(
         prog="python -m tuneforge.demo",
         description="Run tuneforge's main jobs end to end on the bundled defaults.",

@@ -106,3 +106,18 @@ def test_qlora_does_not_keep_the_checkpoint_mapped(tiny64_dir, tmp_path):
     # The full-precision checkpoint stays resident while any tensor views its mapping.
     assert str(private) not in Path("/proc/self/maps").read_text()
     assert prepared.model is not None
+
+
+def test_cli_qlora_run_prints_no_benign_third_party_notices(tiny64_dir, chat_data, tmp_path):
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "tuneforge", "train", "--model", str(tiny64_dir),
+        "--data", str(chat_data), "--method", "qlora", "--max-steps", "1", "--batch-size", "4",
+        "--max-length", "128", "--no-progress", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gemm_4bit_forward" not in done.stderr
+    assert "is_gradient_checkpointing" not in done.stderr

@@ -49,8 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party warnings that tell a tuneforge user nothing they can act on.
+_BENIGN_WARNINGS = [
+    # peft reads transformers' deprecated ``is_gradient_checkpointing`` when wrapping a model.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+]
+
+
+def _not_the_optional_kernel_notice(record) -> bool:
+    # bitsandbytes tries an optional CPU kernel package first, logs that it is missing and
+    # falls back to its own path, which tuneforge uses anyway.
+    return "gemm_4bit_forward from kernels-community" not in record.getMessage()
+
+
+def silence_benign_warnings() -> None:
+    """Hide the third-party notices above (every other warning and log line still shows)."""
+    import logging
+    import warnings
+
+    for category, message in _BENIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_not_the_optional_kernel_notice)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    silence_benign_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
