@@ -13,6 +13,7 @@ bf16) and reports tuneforge's useful training FLOP/s as a fraction of it.
 
     .venv/bin/python bench/vs_trl.py            # 20 steps, batch 8, max length 256
     .venv/bin/python bench/vs_trl.py --quick    # 6 steps, batch 4, max length 128
+    .venv/bin/python bench/vs_trl.py --compile  # + tuneforge --compile rows in bf16
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def run_tuneforge(args) -> dict:
     from tuneforge.train import TrainConfig, train
     from tuneforge.train.metrics import read_metrics
 
-    out = Path(args.workdir) / f"tuneforge-{args.packing}"
+    out = Path(args.workdir) / f"{args.worker}-{args.packing}"
     shutil.rmtree(out, ignore_errors=True)
     config = TrainConfig(
         model=str(model_dir()),
@@ -68,6 +69,7 @@ def run_tuneforge(args) -> dict:
         batch_size=args.batch_size,
         max_length=args.max_length,
         packing=bool(args.packing),
+        compile=args.worker == "tuneforge-compile",
         lr=LR,
         warmup_ratio=0.0,
         schedule="linear",
@@ -249,7 +251,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--workdir", default="/tmp/tuneforge-bench-vs-trl")
-    parser.add_argument("--worker", choices=["tuneforge", "trl"], default=None)
+    parser.add_argument("--worker", choices=["tuneforge", "tuneforge-compile", "trl"], default=None)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run tuneforge --compile in bf16 (TRL has no counterpart row)",
+    )
     parser.add_argument("--packing", type=int, default=0)
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "both"], default="both", help="precision(s)"
@@ -270,10 +277,20 @@ def main() -> None:
     dtypes = ("float32", "bfloat16") if args.dtype == "both" else (args.dtype,)
     combos = [(dtype, packing) for dtype in dtypes for packing in (0, 1)]
     for dtype, packing in combos:
-        results = {which: launch(args, which, packing, dtype) for which in ("trl", "tuneforge")}
-        trl, ours = results["trl"], results["tuneforge"]
-        speedup = ours["tokens_per_s"] / trl["tokens_per_s"] if trl["tokens_per_s"] else 0.0
-        for name, res in (("TRL SFTTrainer + peft", trl), ("tuneforge", ours)):
+        runs = ["trl", "tuneforge"]
+        if args.compile and dtype == "bfloat16":
+            runs.append("tuneforge-compile")
+        results = {which: launch(args, which, packing, dtype) for which in runs}
+        trl = results["trl"]
+        names = {
+            "trl": "TRL SFTTrainer + peft",
+            "tuneforge": "tuneforge",
+            "tuneforge-compile": "tuneforge --compile",
+        }
+        for which, res in results.items():
+            name = names[which]
+            rate = res["tokens_per_s"]
+            speedup = rate / trl["tokens_per_s"] if trl["tokens_per_s"] else 0.0
             tail = res["losses"][-3:]
             rows.append(
                 [
@@ -284,22 +301,25 @@ def main() -> None:
                     f"{res['peak_rss_bytes'] / 2**30:.2f}",
                     f"{res['losses'][0]:.3f}",
                     f"{sum(tail) / len(tail):.3f}",
-                    f"{speedup:.2f}x" if name == "tuneforge" else "1.00x",
+                    f"{speedup:.2f}x",
                 ]
             )
-        flops = ours["tokens_per_s"] * useful_flops_per_token(ours["supervised_share"])
-        short = "bf16" if dtype == "bfloat16" else "fp32"
-        notes.append(
-            f"{short}, packing {'on' if packing else 'off'}: tuneforge useful training FLOP/s "
-            f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peaks[dtype]:.1f}% of the measured "
-            f"{short} matmul peak, {100 * flops / peaks['bfloat16']:.1f}% of the bf16 peak"
-        )
+            if which == "trl":
+                continue
+            flops = rate * useful_flops_per_token(res["supervised_share"])
+            short = "bf16" if dtype == "bfloat16" else "fp32"
+            notes.append(
+                f"{short}, packing {'on' if packing else 'off'}, {name}: useful training FLOP/s "
+                f"{flops / 1e9:.1f} GFLOP/s = {100 * flops / peaks[dtype]:.1f}% of the measured "
+                f"{short} matmul peak, {100 * flops / peaks['bfloat16']:.1f}% of the bf16 peak"
+            )
     body = (
         f"Default model (SmolLM2-135M-Instruct), JSON-orders task, LoRA r={LORA['r']} "
         f"alpha={LORA['alpha']} on every linear layer but the head, batch "
         f"{args.batch_size}, max length {args.max_length}, {args.steps} steps, "
         f"{args.threads or 'default'} torch threads, loss on the "
-        "answer only. Tokens/s = real (non-pad) tokens, steady state (steps 2..N); peak RSS of "
+        "answer only. Tokens/s = real (non-pad) tokens, steady state (steps 2..N; a "
+        "--compile row compiles during step 1, outside it); peak RSS of "
         "each run's own process (model load included). Activation checkpointing off for both (TRL's default is on). Data order differs between the two "
         "(each shuffles its own way), so losses are compared as first step and mean of the last "
         "3.\n\n"
