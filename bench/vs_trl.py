@@ -221,7 +221,7 @@ def worker(args) -> None:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_tuneforge(args) if args.worker == "tuneforge" else run_trl(args)
+    result = run_tuneforge(args) if args.worker.startswith("tuneforge") else run_trl(args)
     result["peak_rss_bytes"] = peak_rss_bytes()
     result["tokens_per_s"] = steady_rate(result["tokens"], result["ends"])
     print("RESULT " + json.dumps(result))

@@ -101,10 +101,11 @@ def save_checkpoint(
 
     parallel = parallel or par.Parallel()
     final = Path(run_dir) / "checkpoints" / f"step-{step}"
-    tensors = par.trainable_state(model)
-    if parallel.strategy == "fsdp":
+    if parallel.strategy == "fsdp":  # gathering the shards is collective: every rank joins
+        tensors = par.trainable_state(model)
         optim_state = par.optimizer_state(model, optimizer)
-    else:
+    elif parallel.is_main:  # replicas: rank 0's copy is the state
+        tensors = par.trainable_state(model)
         optim_state = optimizer.state_dict()
     if parallel.is_main:
         with staged_dir(final, replace=True) as tmp:

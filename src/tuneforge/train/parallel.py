@@ -167,11 +167,13 @@ def init_parallel(strategy: str, method: str, device_name: str) -> tuple[Paralle
 
 def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks of a causal LM (peft-wrapped or not), for per-block sharding."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layers = getattr(base.get_decoder(), "layers", None)
+    from tuneforge.train.loss import causal_lm_parts
+
+    decoder, _ = causal_lm_parts(model)
+    layers = getattr(decoder, "layers", None)
     if layers is None:
         raise ConfigError(
-            f"cannot find the transformer blocks of {type(base).__name__} (expected a decoder "
+            f"cannot find the transformer blocks of {type(decoder).__name__} (expected a decoder "
             "with .layers), which strategy fsdp and compile work on; use strategy ddp and no "
             "compile for this model"
         )
