@@ -242,7 +242,8 @@ def main() -> None:
         + markdown_table(headers, rows)
         + "\n\n'between steps' is the resident memory after `zero_grad`: weights + optimizer "
         "states. The measured excess there (tens of MiB) is CPU math-library workspace and "
-        "allocator slack that the planner does not model on CPU; it is most of the error."
+        "allocator slack; the planner counts a 24 MiB floor of it on CPU (below every row's "
+        "measured excess), and the rest is most of the error."
     )
     report("planner_accuracy", "Memory planner: predicted vs measured peak", body)
 

@@ -46,6 +46,9 @@ ADAM8BIT_BLOCKSIZE = 256  # bitsandbytes' blockwise 8-bit optimizer states
 ADAM8BIT_MIN_SIZE = 4096  # smaller tensors keep fp32 states (bitsandbytes' min_8bit_size)
 CUDA_CONTEXT_BYTES = 1 << 30  # CUDA context, kernels, cuBLAS workspace (not validated here)
 NCCL_BUFFER_BYTES = 512 << 20  # communicator buffers of a multi-process run (not validated)
+# CPU: math-library (oneDNN/OpenMP) workspace and allocator slack above the tensors themselves;
+# bench/planner_accuracy.py measured 28-88 MiB of it in every row, so this stays below all.
+CPU_RUNTIME_BYTES = 24 << 20
 DDP_BUCKET_NOTE = "DDP gradient buckets (a second copy of the gradients, torch's default)"
 
 GIB = 1 << 30
@@ -357,9 +360,12 @@ def estimate_memory(
         gradients + step_temp,
     )
     dynamic_sum = activations + acts.logits_peak + gradients + step_temp
-    overhead = 0
     if device == "cuda":
         overhead = CUDA_CONTEXT_BYTES + (NCCL_BUFFER_BYTES if gpus > 1 else 0)
+        overhead_name = "framework (CUDA context, NCCL buffers)"
+    else:
+        overhead = CPU_RUNTIME_BYTES
+        overhead_name = "framework (CPU math-library workspace, allocator slack)"
 
     components = {
         "weights": weights,
@@ -373,7 +379,7 @@ def estimate_memory(
         "freed during backward (overlap)": dynamic_peak - dynamic_sum,
         "FSDP gathered blocks + root": unsharded,
         DDP_BUCKET_NOTE: ddp_buckets,
-        "framework (CUDA context, NCCL buffers)": overhead,
+        overhead_name: overhead,
     }
     if acts.autocast_weight_copies:
         notes.append(
