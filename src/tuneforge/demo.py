@@ -130,7 +130,9 @@ def step_rag(out: Path, device: str) -> None:
     _banner("4. RAG over the bundled knowledge base")
     store = RagStore(out / "kb-store")
     report = store.ingest([corpus_dir()])
-    print(f"ingest: {report}")
+    print(f"ingest: {report.summary()}")
+    for line in report.warnings:
+        print(f"warning: {line}")
     item = next(q for q in questions() if q.answerable)
     loaded = load_model("default", device=device)
     result = answer(item.question, store, loaded.model, loaded.tokenizer, top_k=3)

@@ -138,11 +138,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     report = store.ingest(args.paths, text_field=args.text_field, progress=sys.stderr.isatty())
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(
-        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, skipped {report.skipped} · {report.chunks} chunks embedded "
-        f"in {report.seconds:.1f} s · store: {store.stats().documents} documents"
-    )
+    print(f"{report.summary()} · store: {store.stats().documents} documents")
     return 0
 
 

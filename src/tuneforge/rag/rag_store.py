@@ -73,6 +73,14 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def summary(self) -> str:
+        """One line of counts, e.g. ``added 20, updated 0, ... · 38 chunks embedded in 0.4 s``."""
+        return (
+            f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"removed {self.removed}, skipped {self.skipped} · {self.chunks} chunks embedded "
+            f"in {self.seconds:.1f} s"
+        )
+
 
 @dataclass
 class StoreStats:
