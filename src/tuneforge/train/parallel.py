@@ -32,8 +32,6 @@ from torch import nn
 
 from tuneforge.errors import ConfigError
 
-STRATEGIES = ("auto", "none", "ddp", "fsdp")
-
 
 class LossModule(nn.Module):
     """Wraps a causal LM so that ``forward(batch)`` returns its summed supervised loss.
