@@ -1,6 +1,9 @@
 """Atomic writes: write to a temporary name beside the target, then rename over it.
 
 A crash or a kill never leaves a half-written file or folder where a reader would find it.
+Temporary files and folders are created with the user's umask (as ``open`` and ``mkdir`` would
+make them), not the private 0600/0700 of ``tempfile.mkstemp``/``mkdtemp``: the renamed result is
+an ordinary file that another user's service (Ollama, a web server) can read when the umask allows.
 """
 
 from __future__ import annotations
@@ -8,18 +11,37 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def _temporary_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+
+
+def create_temporary_file(final: Path) -> tuple[int, Path]:
+    """Create a new empty file beside ``final`` for an atomic write; return ``(fd, path)``.
+
+    The file is created with mode 0666 minus the umask, so after ``os.replace`` it has the
+    permissions a plain ``open(final, "w")`` would have given it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _temporary_name(final)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # 48 random bits collided: draw again
+            continue
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temporary_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -49,8 +71,13 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
+    while True:
+        tmp = _temporary_name(final)
+        try:
+            tmp.mkdir(mode=0o777)  # minus the umask, like any folder the user makes
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         if final.exists():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from adapter_assets import logits, sample_ids
@@ -39,6 +42,10 @@ def test_export_with_adapter_reads_back_with_matching_logits(
     matrix = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
     assert matrix.tensor_type.name == dtype.upper()
     assert not list(tmp_path.glob(".merge-*"))  # the temporary merged folder is gone
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # The user's umask (an Ollama service running as another user must read it), not 0600.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
 
 
 def test_export_refuses_an_unknown_dtype(base_dir, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tuneforge.atomic import create_temporary_file
 from tuneforge.errors import ModelError
 
 DTYPES = ("f16", "f32")
@@ -157,10 +158,10 @@ def write_gguf(model, tokenizer, out_file: Path | str, dtype: str = "f16", name:
     rope = getattr(config, "rope_parameters", None) or {}
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp")
+    fd, tmp = create_temporary_file(out_file)  # the user's umask, not mkstemp's 0600
     os.close(fd)
     try:
-        writer = gguf.GGUFWriter(tmp, "llama")
+        writer = gguf.GGUFWriter(str(tmp), "llama")
         writer.add_name(name or out_file.stem)
         writer.add_context_length(config.max_position_embeddings)
         writer.add_embedding_length(config.hidden_size)
