@@ -150,8 +150,8 @@ def test_auto_strategy_and_dtype_follow_the_training_rules():
     assert on_cpu.settings["dtype"] == "float32"
 
 
-def test_cli_plan_speaks_the_training_vocabulary(capsys):
-    from tuneforge.training_vocabulary import LORA_R
+def test_cli_plan_speaks_the_tuning_vocabulary(capsys):
+    from tuneforge.tuning_vocabulary import LORA_R
 
     args = ["plan", "--model", "llama-7b", "--batch-size", "1", "--max-length", "64"]
     assert main([*args, "--optimizer", "adamw_8bit", "--dtype", "auto", "--strategy", "none"]) == 0

@@ -3,7 +3,7 @@
 As in litgpt, where a function's signature is its command line, a config dataclass is the
 command line of the commands that build it: ``--field-name`` per field, its type (``int``,
 ``float``, ``str``; ``bool`` as ``--x/--no-x``; ``X | None``; a ``list[str]`` as ``A,B``), its
-choices (``field(metadata={"choices": ...})``, from ``tuneforge.training_vocabulary``) and its
+choices (``field(metadata={"choices": ...})``, from ``tuneforge.tuning_vocabulary``) and its
 help, the field's entry in the class docstring's ``Attributes:`` block. A field added once to
 the dataclass appears in YAML, on the command line and in ``--help``.
 

@@ -12,7 +12,7 @@ training command prints that plan before it trains)::
         batch_size=1,             # rows per micro-batch per device
         max_length=512,           # tokens per row
         dtype="bfloat16",         # "bfloat16" (autocast) | "float32" | "auto" (bf16 on cuda)
-        lora_r=8,                 # default: training_vocabulary.LORA_R, as in training
+        lora_r=8,                 # default: tuning_vocabulary.LORA_R, as in training
         target_modules=None,      # default: every linear of a block, never the output head
         gradient_checkpointing=False,
         optimizer="adamw",        # "adamw" | "adamw_8bit" | "paged_adamw_8bit"
@@ -32,7 +32,7 @@ training command prints that plan before it trains)::
     count_parameters(config, "lora", lora_r=8)  # -> ParameterCount(total, trainable, ..., percent)
 
 The names (methods, optimizers, dtypes, strategies) and LoRA defaults come from
-``tuneforge.training_vocabulary``, shared with ``tuneforge.train``. All sizes are bytes;
+``tuneforge.tuning_vocabulary``, shared with ``tuneforge.train``. All sizes are bytes;
 ``gib()`` converts. The formulas and their validation: docs/plan.md.
 """
 

@@ -31,7 +31,7 @@ from tuneforge.plan.parameters import (
     check_target_modules,
     count_parameters,
 )
-from tuneforge.training_vocabulary import (
+from tuneforge.tuning_vocabulary import (
     DEVICE_TYPES,
     DTYPES,
     LORA_DROPOUT,
@@ -190,7 +190,7 @@ def _optimizer_bytes(tensors: list[int], optimizer: str) -> int:
 
 
 def _check(**values) -> None:
-    """Validate the settings (names from ``tuneforge.training_vocabulary``)."""
+    """Validate the settings (names from ``tuneforge.tuning_vocabulary``)."""
     for name, allowed in (
         ("method", METHODS),
         ("dtype", DTYPES),
@@ -238,7 +238,7 @@ def estimate_memory(
         max_length: tokens per row.
         dtype: compute dtype: ``bfloat16`` (autocast), ``float32``, or ``auto`` (bfloat16 on
             ``cuda``, as on every bf16-capable GPU, float32 on ``cpu``; the rule of
-            ``training_vocabulary.resolve_dtype``).
+            ``tuning_vocabulary.resolve_dtype``).
         lora_r: LoRA rank.
         target_modules: adapted linears (default: every linear of a block, never the head).
         gradient_checkpointing: recompute each block in backward, keeping only its input.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError
 from tuneforge.plan.config import ModelConfig
-from tuneforge.training_vocabulary import LORA_R, METHODS
+from tuneforge.tuning_vocabulary import LORA_R, METHODS
 
 
 @dataclass(frozen=True)

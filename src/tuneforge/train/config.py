@@ -19,7 +19,7 @@ from typing import Any
 
 from tuneforge.data.config import DataConfig
 from tuneforge.errors import ConfigError
-from tuneforge.training_vocabulary import (
+from tuneforge.tuning_vocabulary import (
     DTYPES,
     LORA_ALPHA,
     LORA_DROPOUT,

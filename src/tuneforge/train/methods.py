@@ -17,7 +17,7 @@ from torch import nn
 
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.train.config import TrainConfig
-from tuneforge.training_vocabulary import resolve_dtype
+from tuneforge.tuning_vocabulary import resolve_dtype
 
 
 @dataclass
@@ -45,7 +45,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def compute_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """The run's compute dtype: ``training_vocabulary.resolve_dtype`` (auto = bf16 on a
+    """The run's compute dtype: ``tuning_vocabulary.resolve_dtype`` (auto = bf16 on a
     bf16-capable GPU, else fp32)."""
     name = resolve_dtype(config.dtype, device.type, bf16_supported(device))
     return getattr(torch, name)

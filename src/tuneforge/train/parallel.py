@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuneforge import training_vocabulary
+from tuneforge import tuning_vocabulary
 from tuneforge.errors import ConfigError
 
 
@@ -60,13 +60,13 @@ def launched_world_size() -> int:
 def resolve_strategy(strategy: str, method: str, world_size: int) -> str:
     """The strategy a run uses: ``auto`` is ``ddp`` when launched on several processes.
 
-    The naming rule is ``training_vocabulary.resolve_strategy``, which the planner follows too;
+    The naming rule is ``tuning_vocabulary.resolve_strategy``, which the planner follows too;
     training adds what its launcher and its sharding need.
 
     Raises:
         ConfigError: none with several processes, ddp/fsdp without a launcher, fsdp with qlora.
     """
-    chosen = training_vocabulary.resolve_strategy(strategy, world_size)
+    chosen = tuning_vocabulary.resolve_strategy(strategy, world_size)
     if strategy == "auto":
         return chosen
     if strategy in ("ddp", "fsdp") and "WORLD_SIZE" not in os.environ:

@@ -13,7 +13,7 @@ from pathlib import Path
 from tuneforge.plan import MemoryPlan, estimate_memory, load_model_config
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.methods import attention_implementation
-from tuneforge.training_vocabulary import resolve_dtype, resolve_strategy
+from tuneforge.tuning_vocabulary import resolve_dtype, resolve_strategy
 
 
 def planned_device_type(device: str) -> str:

@@ -1,4 +1,4 @@
-"""The words and defaults that training and memory planning share, defined once.
+"""The words and defaults of a fine-tuning run, shared by training and memory planning.
 
 ``tuneforge.train`` (what a run does) and ``tuneforge.plan`` (what it will cost) both import this
 module; plan never imports train. A name here is spelled the same in YAML, on the command line,
