@@ -87,7 +87,7 @@ def test_two_processes_match_one_process(
     args = _args(models[method], chat_data, out, method, "--grad-accum", "2")
     done = _torchrun([*args, "--strategy", strategy])
     assert f"strategy {strategy}: 2 processes" in done.stdout
-    assert f"| 2 x cpu ({strategy}) | attention sdpa |" in done.stdout  # the plan of this run
+    assert f"\n2 x cpu ({strategy}) | attention sdpa |" in done.stdout  # the plan of this run
     assert done.stdout.count("done: ") == 1  # only rank 0 reports
 
     reference = single_runs[method]

@@ -111,6 +111,18 @@ def test_an_old_flat_config_yaml_still_resumes(tiny_model_dir, chat_data, tmp_pa
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["val_fraction"] == 0.1
 
 
+def test_demo_data_names_resolve_on_the_command_line(tiny_model_dir, tmp_path):
+    import yaml
+
+    out = tmp_path / "demo"
+    assert (
+        main(_args(tiny_model_dir, "demo:test", out, "--max-steps", "1", "--max-length", "1024"))
+        == 0
+    )
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["data"]["path"].endswith("json_orders/test.jsonl")
+
+
 def test_full_run_saves_a_loadable_model(tiny_model_dir, chat_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
