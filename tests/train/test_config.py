@@ -59,6 +59,8 @@ def test_flat_and_nested_data_options_give_equal_configs(tmp_path):
                               "train_on_inputs": True, "val_fraction": 0.1,
                               "truncation": "drop", "skip_invalid": True})  # fmt: skip
     assert same == config
+    given = config_from_dict({"data": config.data, "seed": 5, "lr": 0.001})  # a DataConfig too
+    assert given == config
 
 
 def test_config_yaml_is_written_nested_without_a_second_seed():
@@ -91,7 +93,7 @@ def test_config_yaml_is_written_nested_without_a_second_seed():
             "'max_length' is given twice, at the top level and under 'data'",
         ),
         ("data: {path: a.jsonl, seed: 1}\n", "data.seed is not a training config key"),
-        ("data: [a.jsonl]\n", "field 'data' must be a data file path or a mapping"),
+        ("data: [a.jsonl]\n", "field 'data' must be a data file path, a mapping"),
         ("data: [a\n", "invalid YAML"),
     ],
 )

@@ -276,10 +276,12 @@ def nest_data_options(values: dict[str, Any], source: str = "config") -> dict[st
         nested = {"path": data}
     elif isinstance(data, dict):
         nested = dict(data)
+    elif isinstance(data, DataConfig):
+        nested = {f.name: getattr(data, f.name) for f in fields(DataConfig) if f.name != "seed"}
     else:
         raise ConfigError(
-            f"{source}: train config field 'data' must be a data file path or a mapping of data "
-            f"options (path, max_length, ...); got {data!r}"
+            f"{source}: train config field 'data' must be a data file path, a mapping of data "
+            f"options (path, max_length, ...) or a DataConfig; got {data!r}"
         )
     for key in FLAT_DATA_KEYS:
         if key in values:

@@ -132,9 +132,9 @@ def memory_plan_text(
 ) -> str:
     """The plan of this run (``plan_for_run``) as a table, with a verdict on a CUDA device.
 
-    Equal to ``tuneforge plan --config CONFIG --device cpu|cuda --gpus N --supervised-fraction F``
-    (plus ``--gpu-memory`` on CUDA). A model the planner does not support gives one line saying
-    so instead of failing the run.
+    Equal to ``tuneforge plan --config CONFIG --device cpu|cuda --gpus N --supervised-fraction F``;
+    on CUDA the run adds the verdict against the device's memory. A model the planner does not
+    support gives one line saying so instead of failing the run.
     """
     from tuneforge.errors import TuneforgeError
     from tuneforge.train.methods import bf16_supported
