@@ -34,7 +34,7 @@ def worker(args) -> None:
     import shutil
 
     from tuneforge.models.bundled import ensure_default_model
-    from tuneforge.train import TrainConfig, train
+    from tuneforge.train import config_from_dict, train
     from tuneforge.train.metrics import read_metrics
 
     if args.threads:
@@ -43,19 +43,21 @@ def worker(args) -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.workdir) / args.worker
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(
-        model=str(ensure_default_model(HOME, progress=False)),
-        data=str(DATA),
-        method=args.worker,
-        out=str(out),
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        lr=2e-5 if args.worker == "full" else 2e-4,
-        lora_r=8,
-        lora_alpha=16,
-        dtype=args.dtype,
-        progress=False,
+    config = config_from_dict(
+        dict(
+            model=str(ensure_default_model(HOME, progress=False)),
+            data=str(DATA),
+            method=args.worker,
+            out=str(out),
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lr=2e-5 if args.worker == "full" else 2e-4,
+            lora_r=8,
+            lora_alpha=16,
+            dtype=args.dtype,
+            progress=False,
+        )
     )
     result = train(config, log=lambda _text: None)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]

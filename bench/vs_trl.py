@@ -55,30 +55,32 @@ def run_tuneforge(args) -> dict:
     """One tuneforge run through ``tuneforge.train.train``; read back its metrics."""
     import shutil
 
-    from tuneforge.train import TrainConfig, train
+    from tuneforge.train import config_from_dict, train
     from tuneforge.train.metrics import read_metrics
 
     out = Path(args.workdir) / f"{args.worker}-{args.packing}"
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(
-        model=str(model_dir()),
-        data=str(DATA),
-        method="lora",
-        out=str(out),
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        packing=bool(args.packing),
-        compile=args.worker == "tuneforge-compile",
-        lr=LR,
-        warmup_ratio=0.0,
-        schedule="linear",
-        lora_r=LORA["r"],
-        lora_alpha=LORA["alpha"],
-        lora_dropout=LORA["dropout"],
-        dtype=args.dtype,
-        max_grad_norm=1.0,
-        progress=False,
+    config = config_from_dict(
+        dict(
+            model=str(model_dir()),
+            data=str(DATA),
+            method="lora",
+            out=str(out),
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            packing=bool(args.packing),
+            compile=args.worker == "tuneforge-compile",
+            lr=LR,
+            warmup_ratio=0.0,
+            schedule="linear",
+            lora_r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            dtype=args.dtype,
+            max_grad_norm=1.0,
+            progress=False,
+        )
     )
     lines: list[str] = []
     train(config, log=lines.append)

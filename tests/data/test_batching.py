@@ -34,7 +34,7 @@ def examples(tiny_tokenizer, tmp_path_factory):
         for i, reply in enumerate(replies * 4)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return prepare_data(DataConfig(path=str(path), dedupe=False), tiny_tokenizer).train
+    return prepare_data(DataConfig(path=str(path), keep_duplicates=True), tiny_tokenizer).train
 
 
 @pytest.fixture(scope="module")

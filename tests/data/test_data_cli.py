@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tuneforge.cli import main
 
 
@@ -42,3 +44,26 @@ def test_validate_reports_file_line_and_exits_2(tmp_path, capsys):
 def test_validate_with_a_model_tokenizes(tiny_model_dir, capsys):
     assert main(["data", "validate", "demo:test", "--model", str(tiny_model_dir)]) == 0
     assert "240 train" in capsys.readouterr().out
+
+
+def test_data_options_are_generated_from_data_config(tiny_model_dir, tmp_path, capsys):
+    """Every DataConfig field but the path is an option of data inspect, with its help."""
+    from dataclasses import fields
+
+    from tuneforge.data import DataConfig
+
+    with pytest.raises(SystemExit):
+        main(["data", "inspect", "--help"])
+    help_text = capsys.readouterr().out
+    for item in fields(DataConfig):
+        if item.name != "path":
+            assert f"--{item.name.replace('_', '-')}" in help_text, item.name
+    assert "keep exact duplicate examples" in help_text  # the field's docstring entry
+
+    path = tmp_path / "d.jsonl"
+    record = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n", encoding="utf-8")
+    assert main(["data", "validate", str(path), "--keep-duplicates"]) == 0
+    assert "2 valid examples" in capsys.readouterr().out
+    assert main(["data", "validate", str(path)]) == 0
+    assert "1 duplicates removed" in capsys.readouterr().out

@@ -52,3 +52,12 @@ def test_field_matches():
     expected = json.loads(json_orders.load_records("test")[0]["answer"])
     assert all(json_orders.field_matches(expected, expected).values())
     assert not any(json_orders.field_matches(None, expected).values())
+
+
+def test_demo_names_resolve_to_the_shipped_files_and_a_local_file_wins(tmp_path, monkeypatch):
+    assert json_orders.resolve_demo_data("demo") == str(json_orders.asset_path("train"))
+    assert json_orders.resolve_demo_data("demo:test") == str(json_orders.asset_path("test"))
+    assert json_orders.resolve_demo_data("mine.jsonl") == "mine.jsonl"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").write_text("{}\n")
+    assert json_orders.resolve_demo_data("demo") == "demo"

@@ -91,7 +91,7 @@ def test_duplicates_removed_and_counted(tmp_path):
     report = DataReport()
     assert len(load_examples(DataConfig(path=str(path)), report)) == 2
     assert report.duplicates_removed == 2
-    assert len(load_examples(DataConfig(path=str(path), dedupe=False), DataReport())) == 4
+    assert len(load_examples(DataConfig(path=str(path), keep_duplicates=True), DataReport())) == 4
 
 
 def test_split_is_deterministic_by_seed(tiny_tokenizer, tmp_path):
@@ -161,14 +161,23 @@ def test_hub_name_offline_is_a_clear_error(monkeypatch):
     [
         ("format", "xml"),
         ("max_length", 1),
+        ("max_length", "256"),
         ("truncation", "wrap"),
         ("val_fraction", 1.0),
         ("text_field", " "),
+        ("skip_invalid", "yes"),
+        ("seed", -1),
     ],
 )
 def test_config_errors_name_the_field(field, value):
-    with pytest.raises(ConfigError, match=f"data.{field}"):
+    with pytest.raises(ConfigError, match=f"data.{field} .*; got {value!r}"):
         DataConfig(path="x.jsonl", **{field: value})
+
+
+def test_reading_needs_a_path_but_the_config_does_not(tmp_path):
+    config = DataConfig(max_length=2)  # enough to plan memory
+    with pytest.raises(ConfigError, match="no data given .*pass --data FILE"):
+        load_examples(config, DataReport())
 
 
 def test_a_template_that_refuses_a_conversation_names_the_record(tiny_tokenizer, tmp_path):

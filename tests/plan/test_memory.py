@@ -19,9 +19,11 @@ def test_65b_qlora_fits_one_48gb_gpu():
         method="qlora",
         batch_size=1,
         max_length=512,
+        lora_r=16,  # the paper's rank on every linear
         gradient_checkpointing=True,
     )
     assert plan.fits(GB48)
+    assert round(gib(plan.total), 1) == 37.0  # docs/plan.md
     # 4-bit weights dominate: ~0.5 byte per parameter plus 0.127 bits of constants.
     assert 30 < gib(plan.components["weights"]) < 33
     assert 0.9 < gib(plan.components["quantization constants (NF4, double quant)"]) < 1.0
@@ -61,7 +63,7 @@ def test_gradient_checkpointing_and_8bit_optimizer_save_memory():
     assert checkpointed.components["activations"] < plain.components["activations"] / 5
     eight_bit = estimate_memory(config, optimizer="paged_adamw_8bit", **kwargs)
     assert (
-        eight_bit.components["optimizer states (paged_adamw8bit)"]
+        eight_bit.components["optimizer states (paged_adamw_8bit)"]
         < 0.26 * (plain.components["optimizer states (adamw)"])
     )
 
@@ -92,8 +94,10 @@ def test_parse_memory_and_errors():
     with pytest.raises(ConfigError, match="like 80GB"):
         parse_memory("lots")
     config = load_model_config("llama-7b")
-    with pytest.raises(ConfigError, match="needs --strategy ddp or fsdp"):
-        estimate_memory(config, method="full", batch_size=1, max_length=8, gpus=2)
+    with pytest.raises(ConfigError, match="'none' \\(one process\\) but there are 2 processes"):
+        estimate_memory(config, method="full", batch_size=1, max_length=8, gpus=2, strategy="none")
+    with pytest.raises(ConfigError, match="optimizer must be one of adamw, adamw_8bit"):
+        estimate_memory(config, method="lora", batch_size=1, max_length=8, optimizer="adamw8bit")
     with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         estimate_memory(config, method="full", batch_size=0, max_length=8)
 
@@ -134,3 +138,41 @@ def test_cli_plan_reports_a_bad_model_on_one_line(capsys):
                  "--max-length", "8"])  # fmt: skip
     assert code == 2
     assert "nope.json: no such config file" in capsys.readouterr().err
+
+
+def test_auto_strategy_and_dtype_follow_the_training_rules():
+    config = load_model_config("llama-7b")
+    kwargs = dict(method="lora", batch_size=1, max_length=64)
+    assert estimate_memory(config, gpus=2, **kwargs).settings["strategy"] == "ddp"
+    assert estimate_memory(config, **kwargs).settings["strategy"] == "none"
+    assert estimate_memory(config, dtype="auto", **kwargs).settings["dtype"] == "bfloat16"
+    on_cpu = estimate_memory(config, dtype="auto", device="cpu", **kwargs)
+    assert on_cpu.settings["dtype"] == "float32"
+
+
+def test_cli_plan_speaks_the_tuning_vocabulary(capsys):
+    from tuneforge.tuning_vocabulary import LORA_R
+
+    args = ["plan", "--model", "llama-7b", "--batch-size", "1", "--max-length", "64"]
+    assert main([*args, "--optimizer", "adamw_8bit", "--dtype", "auto", "--strategy", "none"]) == 0
+    out = capsys.readouterr().out
+    assert f"lora r={LORA_R} | batch 1 x 64 tokens" in out  # method and rank: train's defaults
+    assert "| bfloat16 | adamw_8bit" in out and "1 x cuda (none)" in out
+    assert "optimizer states (adamw_8bit)" in out and "FITS" not in out
+    assert main([*args, "--device", "cpu", "--gpus", "2", "--gpu-memory", "80GB"]) == 0
+    out = capsys.readouterr().out
+    assert "| float32 |" in out and "2 x cpu (ddp)" in out and "FITS: headroom" in out
+    with pytest.raises(SystemExit):
+        main([*args, "--optimizer", "adamw8bit"])
+    assert "invalid choice: 'adamw8bit'" in capsys.readouterr().err
+
+
+def test_cli_plan_reads_a_training_config(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model: llama-7b\ndata: {path: unused.jsonl, max_length: 128}\nmethod: qlora\n"
+        "batch_size: 2\nlora_r: 4\npacking: true\n"
+    )
+    assert main(["plan", "--config", str(path), "--lora-r", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "qlora r=16 | batch 2 x 128 tokens (no padding mask)" in out

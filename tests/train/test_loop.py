@@ -36,7 +36,7 @@ def split(batches, size):
 
 
 def _config(tmp_path, **kwargs) -> TrainConfig:
-    values = {"data": "unused", "out": str(tmp_path), "progress": False, "lr": 1e-3}
+    values = {"out": str(tmp_path), "progress": False, "lr": 1e-3}
     values.update(kwargs)
     return TrainConfig(**values)
 

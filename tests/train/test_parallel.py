@@ -87,6 +87,7 @@ def test_two_processes_match_one_process(
     args = _args(models[method], chat_data, out, method, "--grad-accum", "2")
     done = _torchrun([*args, "--strategy", strategy])
     assert f"strategy {strategy}: 2 processes" in done.stdout
+    assert f"\n2 x cpu ({strategy}) | attention sdpa |" in done.stdout  # the plan of this run
     assert done.stdout.count("done: ") == 1  # only rank 0 reports
 
     reference = single_runs[method]
@@ -129,7 +130,7 @@ def test_strategy_needs_a_launcher_and_fsdp_refuses_qlora(
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="use strategy ddp for qlora"):
         resolve_strategy("fsdp", "qlora", 2)
-    with pytest.raises(ConfigError, match="2 processes were launched"):
+    with pytest.raises(ConfigError, match="'none' \\(one process\\) but there are 2 processes"):
         resolve_strategy("none", "lora", 2)
 
 

@@ -1,16 +1,12 @@
-"""Parameter accounting for the plan printed before training."""
+"""Parameter accounting of a loaded model, printed before training."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from tuneforge.train.parameters import (
-    count_parameters,
-    format_plan,
-    lora_parameter_count,
-    percent_fewer,
-)
+from tuneforge.plan import lora_parameter_count, percent_fewer
+from tuneforge.train.parameters import count_parameters, parameter_summary
 
 
 def test_textbook_lora_count():
@@ -25,9 +21,9 @@ def test_textbook_lora_count():
     assert counts.trainable == 16_000
     assert counts.total == 1_016_000
     assert round(percent_fewer(counts.trainable, 1_000_000), 1) == 98.4
-    plan = format_plan(counts, "lora", "adamw")
-    assert "16,000 trainable of 1,016,000 parameters (1.5748%)" in plan
-    assert "optimizer states" in plan and "gradients" in plan
+    summary = parameter_summary(counts, "lora")
+    assert "16,000 trainable of 1,016,000 parameters (1.5748%)" in summary
+    assert "98.4% fewer trainable parameters than full fine-tuning" in summary
 
 
 def test_4bit_weights_count_logically(tiny64_dir):

@@ -49,6 +49,80 @@ def test_lora_run_writes_every_output_and_refuses_overwrite(
     assert main(_args(tiny_model_dir, chat_data, out, *extra, "--force")) == 0
 
 
+def test_the_printed_plan_is_the_plan_of_the_run(tiny_model_dir, chat_data, tmp_path, capsys):
+    """The table a run prints equals ``tuneforge plan`` on its config.yaml with its device and
+    measured supervised fraction: bf16 on CPU at 128 tokens picks eager attention, packing
+    drops the padding mask, grad_accum and rank are the run's."""
+    from tuneforge.data import DataConfig, prepare_data
+    from tuneforge.models.loading import load_tokenizer
+
+    out = tmp_path / "run"
+    extra = ("--max-steps", "1", "--dtype", "bfloat16", "--packing", "--grad-accum", "2",
+             "--lora-r", "4", "--optimizer", "adamw_8bit")  # fmt: skip
+    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    printed = capsys.readouterr().out
+    tokenizer = load_tokenizer(tiny_model_dir)
+    data = DataConfig(path=str(chat_data), max_length=128)
+    fraction = prepare_data(data, tokenizer).report.supervised_share
+    assert 0 < fraction < 1
+    args = ["plan", "--config", str(out / "config.yaml"), "--device", "cpu"]
+    assert main([*args, "--supervised-fraction", repr(fraction)]) == 0
+    planned = capsys.readouterr().out.strip()
+    assert planned in printed
+    for words in ("lora r=4 | batch 4 x 128 tokens (no padding mask) x grad_accum 2",
+                  "| bfloat16 | adamw_8bit", "1 x cpu (none) | attention eager",
+                  f"loss on {100 * fraction:.2f}% of tokens", "predicted peak"):  # fmt: skip
+        assert words in planned, words
+
+
+def test_skip_invalid_is_the_option_the_reader_names(tiny_model_dir, chat_data, tmp_path, capsys):
+    import re
+
+    data = tmp_path / "with_a_bad_line.jsonl"
+    data.write_text(chat_data.read_text() + "{not json\n", encoding="utf-8")
+    common = ("--max-steps", "1", "--format", "messages", "--truncation", "drop")
+    assert main(_args(tiny_model_dir, data, tmp_path / "a", *common)) == 2
+    error = capsys.readouterr().err
+    assert f"{data}:65: invalid JSON" in error
+    suggested = re.search(r"pass (--[a-z-]+) to skip it", error).group(1)
+    assert suggested == "--skip-invalid"
+    assert main(_args(tiny_model_dir, data, tmp_path / "b", *common, suggested)) == 0
+    assert "invalid skipped: 1" in capsys.readouterr().out
+    written = (tmp_path / "b" / "config.yaml").read_text()
+    assert "skip_invalid: true" in written and "truncation: drop" in written
+
+
+def test_an_old_flat_config_yaml_still_resumes(tiny_model_dir, chat_data, tmp_path):
+    """Run folders written before ``data:`` nested hold flat keys; --resume must read them."""
+    import yaml
+
+    out = tmp_path / "run"
+    extra = ("--max-steps", "2", "--save-every", "1", "--val-fraction", "0.1")
+    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    nested = yaml.safe_load((out / "config.yaml").read_text())
+    data = nested.pop("data")
+    old = {**nested, "data": data.pop("path"), "max_length": data.pop("max_length"),
+           "train_on_inputs": data.pop("train_on_inputs"),
+           "val_fraction": data.pop("val_fraction")}  # fmt: skip
+    old["max_steps"] = 3
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert main(["train", "--config", str(out / "config.yaml"), "--resume"]) == 0
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2, 3]
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["val_fraction"] == 0.1
+
+
+def test_demo_data_names_resolve_on_the_command_line(tiny_model_dir, tmp_path):
+    import yaml
+
+    out = tmp_path / "demo"
+    assert (
+        main(_args(tiny_model_dir, "demo:test", out, "--max-steps", "1", "--max-length", "1024"))
+        == 0
+    )
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["data"]["path"].endswith("json_orders/test.jsonl")
+
+
 def test_full_run_saves_a_loadable_model(tiny_model_dir, chat_data, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tuneforge.cli.config_options import add_config_options, given_options
 from tuneforge.cli.options import HelpFormatter
 
 
@@ -41,12 +42,13 @@ def register(subparsers) -> None:
 
 
 def _add_data_options(parser: argparse.ArgumentParser, model_default: str | None = "default"):
-    from tuneforge.data.config import FORMATS, TRUNCATION_POLICIES
+    """The file, --model, and one option per DataConfig field (generated from the dataclass)."""
+    from tuneforge.data.config import DataConfig
 
     parser.add_argument(
         "file",
         help="a .jsonl/.json/.csv/.parquet file, a folder of them, 'demo' (the bundled "
-        "json_orders task) or a hub data set name",
+        "json_orders task; demo:test for its test split) or a hub data set name",
     )
     parser.add_argument(
         "--model",
@@ -54,40 +56,16 @@ def _add_data_options(parser: argparse.ArgumentParser, model_default: str | None
         help="model whose tokenizer and chat template to use"
         + ("" if model_default else " (validate: also tokenizes and checks lengths)"),
     )
-    parser.add_argument("--format", default="auto", choices=FORMATS, help="record shape")
-    parser.add_argument("--max-length", type=int, default=1024, help="longest example (tokens)")
-    parser.add_argument(
-        "--truncation", default="truncate", choices=TRUNCATION_POLICIES, help="for longer ones"
-    )
-    parser.add_argument(
-        "--train-on-inputs", action="store_true", help="loss on every token, not only replies"
-    )
-    parser.add_argument(
-        "--skip-invalid", action="store_true", help="skip and count invalid records"
-    )
-    parser.add_argument("--template-file", default=None, help="a Jinja chat template file")
-    parser.add_argument("--text-field", default="text", help="field of raw text (format text)")
-    parser.add_argument("--keep-duplicates", action="store_true", help="do not remove duplicates")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="held-out share")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    group = parser.add_argument_group("data options", "DataConfig fields, as training reads them")
+    dests = add_config_options(group, DataConfig, skip=("path",))
+    parser.set_defaults(config_dests=dests)
 
 
 def _config(args: argparse.Namespace):
     from tuneforge.data import DataConfig
+    from tuneforge.tasks.json_orders import resolve_demo_data
 
-    return DataConfig(
-        path=args.file,
-        format=args.format,
-        max_length=args.max_length,
-        truncation=args.truncation,
-        train_on_inputs=args.train_on_inputs,
-        skip_invalid=args.skip_invalid,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        template_file=args.template_file,
-        text_field=args.text_field,
-        dedupe=not args.keep_duplicates,
-    )
+    return DataConfig(path=resolve_demo_data(args.file), **given_options(args, args.config_dests))
 
 
 def _tokenizer(model: str):

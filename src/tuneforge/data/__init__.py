@@ -13,6 +13,7 @@ from tuneforge.data.batching import (
     make_batches,
     pack_rows,
     packing_efficiency,
+    pick_pad_token,
 )
 from tuneforge.data.config import DataConfig
 from tuneforge.data.prepare import DataReport, PreparedData, prepare_data
@@ -36,5 +37,6 @@ __all__ = [
     "make_batches",
     "pack_rows",
     "packing_efficiency",
+    "pick_pad_token",
     "prepare_data",
 ]

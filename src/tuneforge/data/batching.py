@@ -42,14 +42,32 @@ class Batch(dict):
         return moved
 
 
+PAD_TOKEN_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<unk>")
+
+
+def pick_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token distinct from EOS when one exists in the vocabulary.
+
+    A pad token equal to EOS is the classic trap: masking pads by id then also masks every EOS,
+    and the model never learns to stop. We never add a token (that would resize embeddings);
+    the data pipeline masks padding by attention, not by id, either way.
+    """
+    eos = tokenizer.eos_token
+    if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
+        return
+    vocab = tokenizer.get_vocab()
+    for candidate in PAD_TOKEN_CANDIDATES:
+        if candidate in vocab and candidate != eos:
+            tokenizer.pad_token = candidate
+            return
+
+
 def ensure_pad_token(tokenizer) -> int:
     """Give ``tokenizer`` a pad token if it has none; return the pad id.
 
     A token distinct from EOS is preferred (an existing one: never added, which would resize the
     embeddings). If only EOS exists it is used: safe here, since padding is masked by position.
     """
-    from tuneforge.models.gguf_convert import pick_pad_token
-
     if tokenizer.pad_token is None:
         pick_pad_token(tokenizer)
     if tokenizer.pad_token is None:
@@ -101,8 +119,9 @@ def make_batches(
 
     Args:
         examples: tokenized examples; longer than ``max_length`` ones are cut to it.
-        batch_size: rows per batch (the last batch may be smaller).
-        max_length: packed row length, and the longest unpacked row (tokens).
+        batch_size: rows per batch (the last batch may be smaller), >= 1 (validated by the
+            training config).
+        max_length: packed row length, and the longest unpacked row (tokens), >= 1.
         packing: pack several examples per row (see module docstring) or pad each one.
         pad_token_id: id written into padding (never used to find padding).
         seed, epoch: the shuffle is a function of both.
@@ -113,8 +132,6 @@ def make_batches(
         only, ``attention_mask`` (``[B, T]``, 1 real, 0 pad). ``batch.real_tokens`` counts real
         tokens.
     """
-    if batch_size < 1 or max_length < 1:
-        raise ConfigError(f"batch_size and max_length must be >= 1; got {batch_size}, {max_length}")
     rng = random.Random(f"{seed}:{epoch}")
     lengths = [min(len(example.input_ids), max_length) for example in examples]
     order = list(range(len(examples)))

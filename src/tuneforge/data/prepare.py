@@ -82,8 +82,10 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
     record of that file must have it.
 
     Raises:
+        ConfigError: no data path given.
         DataError: unreadable input, an invalid record (unless skipping), no valid records.
     """
+    path = config.require_path()
     problems = Problems(skip=config.skip_invalid)
     auto = config.format == "auto"
     fmt = None if auto else config.format
@@ -92,7 +94,7 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
     examples: list[Example] = []
     seen: set[tuple] = set()
     shape_invalid = 0
-    for record in read_records(config.path, problems):
+    for record in read_records(path, problems):
         report.rows_read += 1
         if auto and record.file != current_file:
             current_file, fmt = record.file, None
@@ -115,7 +117,7 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
             problems.report(record.source, str(err))
             shape_invalid += 1
             continue
-        if config.dedupe:
+        if not config.keep_duplicates:
             key = (example.messages, example.text)  # exact, hashed in C
             if key in seen:
                 report.duplicates_removed += 1

@@ -52,33 +52,20 @@ class Record:
     file: str = ""
 
 
-DEMO_NAMES = {"demo": "train", "demo:train": "train", "demo:test": "test"}
-
-
-def resolve_path(path: str) -> str:
-    """``demo``/``demo:train``/``demo:test`` name the bundled json_orders task; others pass."""
-    if path in DEMO_NAMES and not Path(path).exists():
-        from tuneforge.tasks.json_orders import asset_path
-
-        return str(asset_path(DEMO_NAMES[path]))
-    return path
-
-
 def read_records(path: str, problems: Problems) -> Iterator[Record]:
     """Yield the records of a file, a folder of files, or a hub data set name.
 
     Args:
         path: a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file, a folder holding such files
-            (read recursively, in sorted order), ``demo`` / ``demo:test`` (the bundled
-            json_orders task), or a hub data set name (``owner/name`` or ``hub:owner/name``,
-            train split) when no such local path exists.
+            (read recursively, in sorted order), or a hub data set name (``owner/name`` or
+            ``hub:owner/name``, train split) when no such local path exists.
         problems: where invalid records go (raised or counted).
 
     Raises:
         DataError: the path does not exist, a file is empty or unreadable, or (unless skipping)
             a record is invalid.
     """
-    local = Path(resolve_path(path)).expanduser()
+    local = Path(path).expanduser()
     if local.is_dir():
         files = sorted(
             p

@@ -22,27 +22,6 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
 
-    @property
-    def num_supervised(self) -> int:
-        """Tokens that carry loss."""
-        return sum(label != IGNORE_INDEX for label in self.labels)
-
-
-def tokenize_rendered(
-    tokenizer, rendered: list[Rendered], *, add_special_tokens: bool = False
-) -> list[TokenizedExample]:
-    """Tokenize rendered texts in one batch call and label the tokens inside their spans.
-
-    Args:
-        tokenizer: a transformers tokenizer (fast ones give offsets; others fall back to
-            tokenizing prefixes, slower).
-        rendered: texts and their supervised character spans.
-        add_special_tokens: let the tokenizer add BOS/EOS (False for chat-template output,
-            which already holds them).
-    """
-    encodings = encode_texts(tokenizer, [item.text for item in rendered], add_special_tokens)
-    return label_rendered(tokenizer, rendered, encodings, add_special_tokens)
-
 
 def encode_texts(tokenizer, texts: list[str], add_special_tokens: bool) -> list | None:
     """Encode with the Rust backend in one call (it releases the GIL, so it can run in a thread

@@ -36,27 +36,12 @@ def gguf_cache_dir(home: Path, path: Path) -> Path:
     return Path(home) / "models" / "gguf" / f"{path.stem}-{key[:12]}"
 
 
-def pick_pad_token(tokenizer) -> None:
-    """Give the tokenizer a pad token distinct from EOS when one exists in the vocabulary.
-
-    A pad token equal to EOS is the classic trap: masking pads by id then also masks every EOS,
-    and the model never learns to stop. We never add a token (that would resize embeddings);
-    the data pipeline masks padding by attention, not by id, either way.
-    """
-    eos = tokenizer.eos_token
-    if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
-        return
-    vocab = tokenizer.get_vocab()
-    for candidate in ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "<unk>"):
-        if candidate in vocab and candidate != eos:
-            tokenizer.pad_token = candidate
-            return
-
-
 def convert_gguf_to_folder(gguf_path: Path, out_dir: Path, progress: bool = True) -> Path:
     """Dequantize ``gguf_path`` into a safetensors model folder at ``out_dir`` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from tuneforge.data.batching import pick_pad_token
 
     check_gguf(gguf_path)
     if not progress:

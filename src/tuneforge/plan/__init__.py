@@ -1,6 +1,7 @@
 """Plan a training run's memory before loading anything: ``tuneforge plan``.
 
-Stable API (the training command prints ``estimate_memory(...).table()`` before it trains)::
+Stable API (``tuneforge.train.planning.plan_for_run`` maps a training config onto it; the
+training command prints that plan before it trains)::
 
     from tuneforge.plan import load_model_config, estimate_memory, count_parameters
 
@@ -10,17 +11,18 @@ Stable API (the training command prints ``estimate_memory(...).table()`` before 
         method="full",            # "full" | "lora" | "qlora"
         batch_size=1,             # rows per micro-batch per device
         max_length=512,           # tokens per row
-        dtype="bfloat16",         # "bfloat16" (autocast) | "float32"
-        lora_r=16,
+        dtype="bfloat16",         # "bfloat16" (autocast) | "float32" | "auto" (bf16 on cuda)
+        lora_r=8,                 # default: tuning_vocabulary.LORA_R, as in training
         target_modules=None,      # default: every linear of a block, never the output head
         gradient_checkpointing=False,
-        optimizer="adamw",        # "adamw" | "adamw8bit" | "paged_adamw8bit"
+        optimizer="adamw",        # "adamw" | "adamw_8bit" | "paged_adamw_8bit"
         gpus=1,
-        strategy="single",        # "single" | "ddp" | "fsdp"
+        strategy="auto",          # "auto" | "none" | "ddp" | "fsdp" (auto: ddp when gpus > 1)
         supervised_fraction=1.0,  # share of positions carrying loss
         lm_head_on_supervised_only=True,
         # keyword-only extras with defaults: grad_accum=1, lora_dropout=0.0,
-        # padding_mask=False, device="cuda" ("cpu" = what the CPU benchmark measures)
+        # padding_mask=False, device="cuda" ("cpu" = what the CPU benchmark measures),
+        # attention="sdpa"
     )
     plan.components   # {"weights": bytes, "gradients (fp32)": bytes, ...} per device
     plan.total        # predicted peak bytes per device
@@ -29,7 +31,9 @@ Stable API (the training command prints ``estimate_memory(...).table()`` before 
 
     count_parameters(config, "lora", lora_r=8)  # -> ParameterCount(total, trainable, ..., percent)
 
-All sizes are bytes; ``gib()`` converts. The formulas and their validation: docs/plan.md.
+The names (methods, optimizers, dtypes, strategies) and LoRA defaults come from
+``tuneforge.tuning_vocabulary``, shared with ``tuneforge.train``. All sizes are bytes;
+``gib()`` converts. The formulas and their validation: docs/plan.md.
 """
 
 from tuneforge.plan.config import ModelConfig, load_model_config, shipped_config_names

@@ -26,18 +26,24 @@ from tuneforge.errors import ConfigError
 from tuneforge.plan.activations import FP32, estimate_activations
 from tuneforge.plan.config import ModelConfig
 from tuneforge.plan.parameters import (
-    METHODS,
     ParameterCount,
     block_linear_weights,
     check_target_modules,
     count_parameters,
 )
+from tuneforge.tuning_vocabulary import (
+    DEVICE_TYPES,
+    DTYPES,
+    LORA_DROPOUT,
+    LORA_R,
+    METHODS,
+    OPTIMIZERS,
+    STRATEGIES,
+    resolve_dtype,
+    resolve_strategy,
+)
 
-DTYPES = {"bfloat16": 2, "float32": 4}
-OPTIMIZERS = ("adamw", "adamw8bit", "paged_adamw8bit")
-_OPTIMIZER_ALIASES = {"adamw_8bit": "adamw8bit", "paged_adamw_8bit": "paged_adamw8bit"}
-STRATEGIES = ("single", "ddp", "fsdp")
-DEVICES = ("cuda", "cpu")
+DTYPE_BYTES = {"bfloat16": 2, "float32": 4}
 
 NF4_BLOCKSIZE = 64  # weights per first-level absmax (QLoRA paper, section 3)
 NF4_NESTED_BLOCKSIZE = 256  # first-level constants per second-level fp32 constant
@@ -108,27 +114,35 @@ class MemoryPlan:
         return self.total <= device_bytes
 
     def table(self, device_bytes: int | None = None) -> str:
-        """A printable breakdown in GiB, with the verdict when ``device_bytes`` is given."""
+        """A printable breakdown, with the verdict when ``device_bytes`` is given.
+
+        In GiB; in MiB when the peak is under 1 GiB (small models would read as 0.00 GiB).
+        """
         s = self.settings
         counts = self.parameters
+        lora = f" r={s['lora_r']}" if s["method"] != "full" else ""
+        unit, scale = ("GiB", GIB) if self.total >= GIB else ("MiB", 1 << 20)
         lines = [
             f"model {self.model}: {counts.total:,} parameters, {counts.trainable:,} trainable "
             f"({counts.percent:.2f}%)",
-            f"{s['method']} | batch {s['batch_size']} x {s['max_length']} tokens | {s['dtype']} "
-            f"| {s['optimizer']} | {s['gpus']} x {s['device']} ({s['strategy']})"
+            f"{s['method']}{lora} | batch {s['batch_size']} x {s['max_length']} tokens "
+            f"({'padded' if s['padding_mask'] else 'no padding mask'}) x grad_accum "
+            f"{s['grad_accum']} | {s['dtype']} | {s['optimizer']}",
+            f"{s['gpus']} x {s['device']} ({s['strategy']}) | attention {s['attention']} | loss on "
+            f"{100 * s['supervised_fraction']:.2f}% of tokens"
             + (" | gradient checkpointing" if s["gradient_checkpointing"] else ""),
             "",
-            f"{'component (per device)':<44}{'GiB':>10}",
+            f"{'component (per device)':<44}{unit:>10}",
             "-" * 54,
         ]
         for name, value in self.components.items():
             if value:
-                lines.append(f"{name:<44}{gib(value):>10.2f}")
-        lines += ["-" * 54, f"{'predicted peak':<44}{gib(self.total):>10.2f}"]
+                lines.append(f"{name:<44}{value / scale:>10.2f}")
+        lines += ["-" * 54, f"{'predicted peak':<44}{self.total / scale:>10.2f}"]
         if device_bytes is not None:
             margin = device_bytes - self.total
             verdict = "FITS" if margin >= 0 else "DOES NOT FIT"
-            lines.append(f"{'device memory':<44}{gib(device_bytes):>10.2f}")
+            lines.append(f"{'device memory':<44}{device_bytes / scale:>10.2f}")
             word = "headroom" if margin >= 0 else "short by"
             lines.append(f"{verdict}: {word} {gib(abs(margin)):.2f} GiB")
         lines += [f"note: {note}" for note in self.notes]
@@ -175,27 +189,22 @@ def _optimizer_bytes(tensors: list[int], optimizer: str) -> int:
     return total
 
 
-def _check(**values) -> str:
-    """Validate the settings; return the canonical optimizer name."""
-    if values["method"] not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got '{values['method']}'")
-    if values["dtype"] not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got '{values['dtype']}'")
-    optimizer = _OPTIMIZER_ALIASES.get(values["optimizer"], values["optimizer"])
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{optimizer}'")
-    if values["strategy"] not in STRATEGIES:
-        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}")
-    if values["device"] not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}")
+def _check(**values) -> None:
+    """Validate the settings (names from ``tuneforge.tuning_vocabulary``)."""
+    for name, allowed in (
+        ("method", METHODS),
+        ("dtype", DTYPES),
+        ("optimizer", OPTIMIZERS),
+        ("strategy", STRATEGIES),
+        ("device", DEVICE_TYPES),
+    ):
+        if values[name] not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{values[name]}'")
     for name in ("batch_size", "max_length", "gpus", "grad_accum"):
         if not isinstance(values[name], int) or values[name] < 1:
             raise ConfigError(f"{name} must be a positive integer, got {values[name]!r}")
-    if values["strategy"] == "single" and values["gpus"] > 1:
-        raise ConfigError("--gpus above 1 needs --strategy ddp or fsdp")
     if not 0 < values["supervised_fraction"] <= 1:
         raise ConfigError("supervised_fraction must be in (0, 1]")
-    return optimizer
 
 
 def estimate_memory(
@@ -205,16 +214,16 @@ def estimate_memory(
     batch_size: int,
     max_length: int,
     dtype: str = "bfloat16",
-    lora_r: int = 16,
+    lora_r: int = LORA_R,
     target_modules: list[str] | None = None,
     gradient_checkpointing: bool = False,
     optimizer: str = "adamw",
     gpus: int = 1,
-    strategy: str = "single",
+    strategy: str = "auto",
     supervised_fraction: float = 1.0,
     lm_head_on_supervised_only: bool = True,
     grad_accum: int = 1,
-    lora_dropout: float = 0.0,
+    lora_dropout: float = LORA_DROPOUT,
     padding_mask: bool = False,
     device: str = "cuda",
     attention: str = "sdpa",
@@ -227,14 +236,17 @@ def estimate_memory(
             adapters) or ``qlora`` (decoder linears in NF4 with double quantization).
         batch_size: rows per micro-batch per device.
         max_length: tokens per row.
-        dtype: compute dtype: ``bfloat16`` (autocast) or ``float32``.
+        dtype: compute dtype: ``bfloat16`` (autocast), ``float32``, or ``auto`` (bfloat16 on
+            ``cuda``, as on every bf16-capable GPU, float32 on ``cpu``; the rule of
+            ``tuning_vocabulary.resolve_dtype``).
         lora_r: LoRA rank.
         target_modules: adapted linears (default: every linear of a block, never the head).
         gradient_checkpointing: recompute each block in backward, keeping only its input.
-        optimizer: ``adamw`` (fp32 moments), ``adamw8bit`` or ``paged_adamw8bit``.
-        gpus: data-parallel devices.
-        strategy: ``single``, ``ddp`` (full replicas) or ``fsdp`` (FSDP2 ``fully_shard`` per
-            block: weights, gradients and optimizer states sharded over ``gpus``).
+        optimizer: ``adamw`` (fp32 moments), ``adamw_8bit`` or ``paged_adamw_8bit``.
+        gpus: data-parallel devices (processes).
+        strategy: ``none`` (one device), ``ddp`` (full replicas), ``fsdp`` (FSDP2
+            ``fully_shard`` per block: weights, gradients and optimizer states sharded over
+            ``gpus``) or ``auto`` (ddp when ``gpus`` > 1, else none).
         supervised_fraction: share of positions that carry loss (the head runs only on them
             when ``lm_head_on_supervised_only``).
         grad_accum: micro-batches per optimizer step (>1 keeps gradients through forward).
@@ -251,7 +263,7 @@ def estimate_memory(
     Raises:
         ConfigError: an invalid setting.
     """
-    optimizer = _check(
+    _check(
         method=method,
         dtype=dtype,
         optimizer=optimizer,
@@ -263,10 +275,12 @@ def estimate_memory(
         grad_accum=grad_accum,
         supervised_fraction=supervised_fraction,
     )
+    dtype = resolve_dtype(dtype, device, bf16_supported=True)
+    strategy = resolve_strategy(strategy, gpus)
     cfg = model_config
     targets = check_target_modules(cfg, target_modules) if method != "full" else []
     counts = count_parameters(cfg, method, lora_r, targets or None)
-    c = DTYPES[dtype]
+    c = DTYPE_BYTES[dtype]
     shards = gpus if strategy == "fsdp" else 1
     h, vocab, layers = cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers
     linear_per_block = block_linear_weights(cfg)
@@ -365,7 +379,7 @@ def estimate_memory(
         overhead_name = "framework (CUDA context, NCCL buffers)"
     else:
         overhead = CPU_RUNTIME_BYTES
-        overhead_name = "framework (CPU math-library workspace, allocator slack)"
+        overhead_name = "framework (CPU math-library workspace)"
 
     components = {
         "weights": weights,
@@ -392,11 +406,15 @@ def estimate_memory(
         "method": method,
         "batch_size": batch_size,
         "max_length": max_length,
+        "grad_accum": grad_accum,
+        "padding_mask": padding_mask,
         "dtype": dtype,
         "optimizer": optimizer,
         "gpus": gpus,
         "strategy": strategy,
         "device": device,
+        "attention": attention,
+        "supervised_fraction": supervised_fraction,
         "gradient_checkpointing": gradient_checkpointing,
         "lora_r": lora_r,
     }

@@ -10,19 +10,7 @@ from dataclasses import dataclass
 
 from tuneforge.errors import ConfigError
 from tuneforge.plan.config import ModelConfig
-from tuneforge.train.parameters import lora_parameter_count, percent_fewer
-
-METHODS = ("full", "lora", "qlora")
-
-__all__ = [
-    "METHODS",
-    "ParameterCount",
-    "base_parameter_count",
-    "count_parameters",
-    "lora_count",
-    "lora_parameter_count",
-    "percent_fewer",
-]
+from tuneforge.tuning_vocabulary import LORA_R, METHODS
 
 
 @dataclass(frozen=True)
@@ -48,6 +36,16 @@ class ParameterCount:
     def percent(self) -> float:
         """Trainable share of all parameters, in percent."""
         return 100.0 * self.trainable / self.total if self.total else 0.0
+
+
+def lora_parameter_count(in_features: int, out_features: int, r: int) -> int:
+    """Parameters of one LoRA pair on an ``in -> out`` linear: A is [r, in], B is [out, r]."""
+    return r * (in_features + out_features)
+
+
+def percent_fewer(trainable: int, reference: int) -> float:
+    """How many percent fewer parameters ``trainable`` is than ``reference``."""
+    return 100.0 * (1.0 - trainable / reference)
 
 
 def default_target_modules(config: ModelConfig) -> list[str]:
@@ -103,7 +101,7 @@ def lora_count(config: ModelConfig, r: int, target_modules: list[str] | None = N
 def count_parameters(
     config: ModelConfig,
     method: str = "full",
-    lora_r: int = 16,
+    lora_r: int = LORA_R,
     target_modules: list[str] | None = None,
 ) -> ParameterCount:
     """Total and trainable parameters of ``config`` prepared for ``method`` (exact integers).

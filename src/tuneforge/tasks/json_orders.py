@@ -218,6 +218,20 @@ def load_records(split: str = "test") -> list[dict]:
     return records
 
 
+DEMO_DATA_NAMES = {"demo": "train", "demo:train": "train", "demo:test": "test"}
+
+
+def resolve_demo_data(path: str) -> str:
+    """``demo``, ``demo:train`` and ``demo:test`` name this task's shipped files; others pass.
+
+    A local file or folder of that name wins. The CLI resolves these names before the data
+    package sees a path (the data package knows no task).
+    """
+    if path in DEMO_DATA_NAMES and not Path(path).exists():
+        return str(asset_path(DEMO_DATA_NAMES[path]))
+    return path
+
+
 def write_splits(out_dir: Path, train_size: int = 1200, test_size: int = 240, seed: int = 1234):
     """Generate and write ``train.jsonl`` and ``test.jsonl`` into ``out_dir`` (atomically)."""
     from tuneforge.atomic import write_text

@@ -1,15 +1,18 @@
 """Training: full fine-tuning, LoRA and QLoRA through one loop, with exact resume.
 
-Public API: ``TrainConfig``/``load_config`` (config), ``train(config) -> RunResult`` (a whole
-run), ``fit`` (the loop on a prepared model), ``prepare_model`` (per method),
-``supervised_loss_sum`` (the loss with the LM head only at supervised positions).
+Public API: ``TrainConfig``/``load_config``/``config_from_dict`` (config, with the data options
+nested as a ``tuneforge.data.DataConfig``), ``train(config) -> RunResult`` (a whole run),
+``plan_for_run`` (the memory plan a run prints), ``fit`` (the loop on a prepared model),
+``prepare_model`` (per method), ``supervised_loss_sum`` (the loss with the LM head only at
+supervised positions).
 """
 
 from tuneforge.train.config import TrainConfig, config_from_dict, dump_config, load_config
 from tuneforge.train.loop import FitResult, TrainingData, TrainingDivergedError, fit
 from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
 from tuneforge.train.methods import PreparedModel, default_target_modules, prepare_model
-from tuneforge.train.parameters import ParameterCounts, count_parameters, lora_parameter_count
+from tuneforge.train.parameters import ParameterCounts, count_parameters
+from tuneforge.train.planning import plan_for_run
 from tuneforge.train.run import RunResult, train
 
 __all__ = [
@@ -26,7 +29,7 @@ __all__ = [
     "dump_config",
     "fit",
     "load_config",
-    "lora_parameter_count",
+    "plan_for_run",
     "prepare_model",
     "supervised_loss_sum",
     "supervised_token_count",

@@ -1,23 +1,39 @@
 """The typed training configuration: YAML in, CLI overrides on top, validated field by field.
 
-Every run writes the resolved config as ``config.yaml`` in its run directory so it can be re-run
+A training config nests the data pipeline's ``DataConfig`` under ``data``. Files and override
+mappings may write the data options flat (``data: FILE``, ``max_length: 256`` at the top level,
+as configs did before the nesting); ``config_from_dict`` routes them into ``data``. Every run
+writes the resolved config, nested, as ``config.yaml`` in its run directory so it can be re-run
 with ``tuneforge train --config RUN_DIR/config.yaml``.
+
+Seeds: a training run has one ``seed``, which seeds initialisation, data order, dropout and the
+train/validation split (``data.seed`` is set from it and is not a key of a training config).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tuneforge.data.config import DataConfig
 from tuneforge.errors import ConfigError
+from tuneforge.tuning_vocabulary import (
+    DTYPES,
+    LORA_ALPHA,
+    LORA_DROPOUT,
+    LORA_METHODS,
+    LORA_R,
+    METHODS,
+    OPTIMIZERS,
+    STRATEGIES,
+)
 
-METHODS = ("full", "lora", "qlora")
-DTYPES = ("auto", "float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
-OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
-STRATEGIES = ("auto", "none", "ddp", "fsdp")
+# Data options a training config also takes at its top level (the form before ``data:`` nested);
+# ``data`` itself may be a path string. The split seed is the run's ``seed``.
+FLAT_DATA_KEYS = tuple(f.name for f in fields(DataConfig) if f.name not in ("path", "seed"))
 
 
 @dataclass
@@ -26,31 +42,34 @@ class TrainConfig:
 
     Attributes:
         model: model reference: ``default``, a folder, a ``.gguf`` file or a hub id.
-        data: training data file (any format ``tuneforge.data`` reads).
-        val_data: optional validation file; else ``val_fraction`` of ``data`` is held out.
-        val_fraction: share of ``data`` held out for validation when ``val_data`` is not given.
+        data: the training data and how to read it (a ``DataConfig``; in YAML a file path or a
+            mapping, and its options may also sit at the top level).
+        val_data: a validation data file, read with the options of ``data``; when given,
+            ``data.val_fraction`` is ignored.
         method: ``full`` (every weight trained), ``lora`` (frozen base + LoRA adapters) or
             ``qlora`` (frozen NF4 4-bit base + LoRA adapters).
         out: the run directory.
         epochs: passes over the training data (ignored when ``max_steps`` is set).
         max_steps: optimizer steps to run; overrides ``epochs``.
         lr: peak learning rate.
-        batch_size: examples (or packed rows) per micro-batch.
+        batch_size: examples (or packed rows) per micro-batch, per process.
         grad_accum: micro-batches per optimizer step.
-        max_length: longest sequence, in tokens.
-        packing: concatenate examples into rows of ``max_length`` tokens (block-diagonal attention).
-        train_on_inputs: also put loss on system/user tokens.
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator, dropout (peft's meaning).
-        target_modules: module names to adapt; None = every linear layer but the output head.
+        packing: concatenate examples into rows of ``data.max_length`` tokens (block-diagonal
+            attention) instead of padding each one.
+        lora_r: LoRA rank ``r`` (peft's meaning).
+        lora_alpha: LoRA scaling numerator: the update is scaled by ``lora_alpha / r``.
+        lora_dropout: dropout probability on the LoRA input, in [0, 1).
+        target_modules: module names to adapt; null = every linear layer but the output head.
         use_rslora: scale by ``lora_alpha / sqrt(r)`` (Kalajdzievski 2023) instead of ``/ r``.
         use_dora: weight-decomposed LoRA (Liu et al. 2024).
         dtype: compute dtype. ``float32``; ``bfloat16`` = bf16 autocast over fp32 trainable
-            weights (frozen lora bases are stored in bf16); ``auto`` = bf16 on capable CUDA.
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+            weights (frozen lora bases are stored in bf16); ``auto`` = bf16 on a bf16-capable
+            CUDA device, else fp32.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
         strategy: across processes launched by ``torchrun``: ``ddp`` (replicated model,
             all-reduced gradients), ``fsdp`` (FSDP2: parameters, gradients and optimizer states
             sharded per transformer block), ``none`` (one process) or ``auto`` (ddp when
-            launched on several processes, else none). ``batch_size`` is per process.
+            launched on several processes, else none).
         gradient_checkpointing: recompute activations in backward to save memory.
         compile: compile each transformer block with ``torch.compile`` (fuses the elementwise
             work around the matmuls; the first steps pay the compile time, about a minute for
@@ -60,47 +79,44 @@ class TrainConfig:
         max_grad_norm: gradient clipping norm (0 = off).
         schedule: learning-rate schedule after warmup: ``cosine``, ``linear`` or ``constant``.
         warmup_ratio: share of the optimizer steps spent warming up linearly from 0.
-        seed: seed of initialisation, data order and dropout.
+        seed: seed of initialisation, data order, dropout and the train/validation split.
         eval_every: run validation every N optimizer steps (0 = at the end of each epoch).
         save_every: checkpoint every N optimizer steps (0 = only at the end).
         log_every: write a metrics line every N optimizer steps.
         keep_checkpoints: how many recent checkpoints to keep.
         early_stopping_patience: stop after N validations without improvement (0 = off).
-        num_threads: torch CPU threads (None = torch's default).
+        num_threads: torch CPU threads (null = torch's default).
         resume: continue from the newest checkpoint in ``out``.
         force: overwrite a non-empty ``out``.
         progress: show a progress bar.
     """
 
-    data: str = ""
     model: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
     val_data: str | None = None
-    val_fraction: float = 0.0
-    method: str = "lora"
+    method: str = field(default="lora", metadata={"choices": METHODS})
     out: str = "runs/run"
     epochs: int = 1
     max_steps: int | None = None
     lr: float = 2e-4
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 1024
     packing: bool = False
-    train_on_inputs: bool = False
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
+    lora_r: int = LORA_R
+    lora_alpha: float = LORA_ALPHA
+    lora_dropout: float = LORA_DROPOUT
     target_modules: list[str] | None = None
     use_rslora: bool = False
     use_dora: bool = False
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"choices": DTYPES})
     device: str = "auto"
-    strategy: str = "auto"
+    strategy: str = field(default="auto", metadata={"choices": STRATEGIES})
     gradient_checkpointing: bool = False
     compile: bool = False
-    optimizer: str = "adamw"
+    optimizer: str = field(default="adamw", metadata={"choices": OPTIMIZERS})
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    schedule: str = "cosine"
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
     warmup_ratio: float = 0.03
     seed: int = 0
     eval_every: int = 0
@@ -118,7 +134,22 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field and what it accepts."""
-        _check(bool(str(self.data).strip()), "data", "is empty; give a training data file")
+        _check(
+            isinstance(self.data, DataConfig),
+            "data",
+            "must be a DataConfig (build configs from YAML or mappings with config_from_dict)",
+        )
+        _check(
+            isinstance(self.model, str) and bool(self.model.strip()),
+            "model",
+            "must be a model reference (default, a folder, a .gguf file or a hub id)",
+        )
+        _check(
+            self.val_data is None
+            or (isinstance(self.val_data, str) and bool(self.val_data.strip())),
+            "val_data",
+            "must be a data file or null",
+        )
         _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
         _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _check(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
@@ -140,11 +171,6 @@ class TrainConfig:
             "max_steps",
             f"must be an integer >= 1 or null; got {self.max_steps!r}",
         )
-        _check(
-            _is_int(self.max_length) and self.max_length >= 8,
-            "max_length",
-            f"must be an integer >= 8 tokens; got {self.max_length!r}",
-        )
         _check(_is_number(self.lr) and self.lr > 0, "lr", f"must be a number > 0; got {self.lr!r}")
         _check(
             _is_number(self.lora_alpha) and self.lora_alpha > 0,
@@ -155,11 +181,6 @@ class TrainConfig:
             _is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1,
             "lora_dropout",
             f"must be in [0, 1); got {self.lora_dropout!r}",
-        )
-        _check(
-            _is_number(self.val_fraction) and 0 <= self.val_fraction < 1,
-            "val_fraction",
-            f"must be in [0, 1); got {self.val_fraction!r}",
         )
         _check(
             _is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
@@ -189,13 +210,13 @@ class TrainConfig:
         )
         for name in (
             "packing",
-            "train_on_inputs",
             "use_rslora",
             "use_dora",
             "gradient_checkpointing",
             "compile",
             "resume",
             "force",
+            "progress",
         ):
             value = getattr(self, name)
             _check(isinstance(value, bool), name, f"must be true or false; got {value!r}")
@@ -204,15 +225,19 @@ class TrainConfig:
             "method",
             "is 'full' but use_dora/use_rslora are LoRA options; use method lora or qlora",
         )
+        if self.data.seed != self.seed:  # the split follows the run's seed (module docstring)
+            self.data = replace(self.data, seed=self.seed)
 
     @property
     def uses_lora(self) -> bool:
         """True for the methods that train LoRA adapters on a frozen base."""
-        return self.method in ("lora", "qlora")
+        return self.method in LORA_METHODS
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain YAML-ready values."""
-        return asdict(self)
+        """The config as plain YAML-ready values, ``data`` nested (without its seed: ``seed``)."""
+        values = asdict(self)
+        del values["data"]["seed"]
+        return values
 
 
 def _is_int(value: Any) -> bool:
@@ -229,30 +254,102 @@ def _check(ok: bool, name: str, message: str) -> None:
 
 
 def field_names() -> list[str]:
-    """The YAML keys a training config accepts."""
-    return [f.name for f in fields(TrainConfig)]
+    """The top-level YAML keys a training config accepts (data options may also sit there)."""
+    return [f.name for f in fields(TrainConfig)] + list(FLAT_DATA_KEYS)
+
+
+def nest_data_options(values: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Route a mapping's data options into ``data``: a path string and flat keys become nested.
+
+    ``{"data": "a.jsonl", "max_length": 256, "lr": 1e-3}`` becomes
+    ``{"data": {"path": "a.jsonl", "max_length": 256}, "lr": 1e-3}``.
+
+    Raises:
+        ConfigError: ``data`` is neither a path nor a mapping, a data option is given both flat
+            and nested, or ``data.seed`` is set (the split uses the run's ``seed``).
+    """
+    values = dict(values)
+    data = values.pop("data", None)
+    if data is None:
+        nested: dict[str, Any] = {}
+    elif isinstance(data, str):
+        nested = {"path": data}
+    elif isinstance(data, dict):
+        nested = dict(data)
+    elif isinstance(data, DataConfig):
+        nested = {f.name: getattr(data, f.name) for f in fields(DataConfig) if f.name != "seed"}
+    else:
+        raise ConfigError(
+            f"{source}: train config field 'data' must be a data file path, a mapping of data "
+            f"options (path, max_length, ...) or a DataConfig; got {data!r}"
+        )
+    for key in FLAT_DATA_KEYS:
+        if key in values:
+            if key in nested:
+                raise ConfigError(
+                    f"{source}: '{key}' is given twice, at the top level and under 'data'; keep one"
+                )
+            nested[key] = values.pop(key)
+    if "seed" in nested:
+        raise ConfigError(
+            f"{source}: data.seed is not a training config key: a run splits its data with the "
+            "run's 'seed'; set seed at the top level"
+        )
+    values["data"] = nested
+    return values
+
+
+def _unknown_key(key: str, known: list[str], source: str, kind: str) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{source}: unknown {kind} field '{key}'{hint}")
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a TrainConfig from a mapping, refusing unknown keys with a suggestion.
+    """Build a TrainConfig from a mapping (flat or nested data options; see the module docstring).
 
     Raises:
-        ConfigError: an unknown key or an invalid value (the message names the field).
+        ConfigError: an unknown key or an invalid value; the message names the source and field.
     """
-    known = set(field_names())
+    values = nest_data_options(values, source)
+    known = [f.name for f in fields(TrainConfig)]
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{source}: unknown train config field '{key}'{hint}")
+            raise _unknown_key(key, field_names(), source, "train config")
+    data_known = [f.name for f in fields(DataConfig) if f.name != "seed"]
+    for key in values["data"]:
+        if key not in data_known:
+            raise _unknown_key(key, data_known, source, "data config")
     try:
-        return TrainConfig(**values)
+        data = DataConfig(**values.pop("data"))
+        return TrainConfig(data=data, **values)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
     except TypeError as err:  # e.g. a nested mapping where a scalar belongs
         raise ConfigError(f"{source}: {err}") from err
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err})") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a training config must be a mapping of field: value")
+    return loaded
+
+
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Load a YAML config (optional) and apply overrides (None values are ignored).
+
+    Both may write data options flat or nested (``data: {path: ..., max_length: ...}``); an
+    override replaces one data option and keeps the file's others.
 
     Args:
         path: a YAML file of ``field: value`` pairs, or None to start from the defaults.
@@ -261,26 +358,17 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
     Raises:
         ConfigError: unreadable file, invalid YAML, unknown field or invalid value.
     """
-    import yaml
-
-    values: dict[str, Any] = {}
     source = "command line"
+    values: dict[str, Any] = {"data": {}}
     if path is not None:
         path = Path(path)
         source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read the config file ({err})") from err
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: invalid YAML ({err})") from err
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a training config must be a mapping of field: value")
-        values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_dict(values, source)
+        values = nest_data_options(_read_yaml(path), source)
+    given = nest_data_options(
+        {k: v for k, v in (overrides or {}).items() if v is not None}, "command line"
+    )
+    data = {**values.pop("data"), **given.pop("data")}
+    return config_from_dict({**values, **given, "data": data}, source)
 
 
 def dump_config(config: TrainConfig) -> str:

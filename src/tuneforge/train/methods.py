@@ -17,6 +17,7 @@ from torch import nn
 
 from tuneforge.errors import ConfigError, ModelError
 from tuneforge.train.config import TrainConfig
+from tuneforge.tuning_vocabulary import resolve_dtype
 
 
 @dataclass
@@ -38,13 +39,16 @@ class PreparedModel:
     target_modules: list[str] | None
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA device that computes in bf16 (what ``dtype: auto`` asks)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def compute_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """bf16 when asked (or ``auto`` on a bf16-capable GPU), else fp32."""
-    if config.dtype == "bfloat16":
-        return torch.bfloat16
-    if config.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    """The run's compute dtype: ``tuning_vocabulary.resolve_dtype`` (auto = bf16 on a
+    bf16-capable GPU, else fp32)."""
+    name = resolve_dtype(config.dtype, device.type, bf16_supported(device))
+    return getattr(torch, name)
 
 
 def output_head_names(model: nn.Module) -> set[str]:
@@ -84,17 +88,20 @@ def lora_config_for(config: TrainConfig, target_modules: list[str]):
     )
 
 
-def attention_implementation(
-    device: torch.device, compute_dtype: torch.dtype, max_length: int
-) -> str:
+def attention_implementation(device_type: str, compute_dtype: str, max_length: int) -> str:
     """The attention kernel for training: ``sdpa``, or ``eager`` for short bf16 rows on CPU.
 
     Measured on a 2-core AMX CPU (SmolLM2-135M, LoRA, batch 8 x 128 tokens, bf16 autocast):
     torch's CPU flash-attention backward in bf16 takes about a quarter of the step, and the
     plain matmul-softmax-matmul path trains 15% faster. Eager keeps the B x heads x T x T
     probabilities for backward, so it is used only up to 512 tokens; fp32 and CUDA keep sdpa.
+
+    Args:
+        device_type: ``cpu`` or ``cuda``.
+        compute_dtype: ``float32`` or ``bfloat16`` (resolved, not ``auto``).
+        max_length: tokens per row.
     """
-    if device.type == "cpu" and compute_dtype == torch.bfloat16 and max_length <= 512:
+    if device_type == "cpu" and compute_dtype == "bfloat16" and max_length <= 512:
         return "eager"
     return "sdpa"
 
@@ -181,7 +188,9 @@ def prepare_model(config: TrainConfig, device: torch.device, home: Path | None =
     source = str(resolve_folder(config.model, home=home, progress=config.progress))
     tokenizer = load_tokenizer(source)
     torch.manual_seed(config.seed)
-    attention = attention_implementation(device, compute_dtype, config.max_length)
+    attention = attention_implementation(
+        device.type, _dtype_name(compute_dtype), config.data.max_length
+    )
     model = _load_base(source, config.method, compute_dtype, device, attention)
     model.config.use_cache = False
     if config.gradient_checkpointing:
@@ -193,6 +202,10 @@ def prepare_model(config: TrainConfig, device: torch.device, home: Path | None =
             _let_autocast_cast_lora_inputs(model)
     model.train()
     return PreparedModel(model, tokenizer, source, compute_dtype, target_modules)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _let_autocast_cast_lora_inputs(model: nn.Module) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tuneforge import tuning_vocabulary
 from tuneforge.errors import ConfigError
 
 
@@ -59,16 +60,15 @@ def launched_world_size() -> int:
 def resolve_strategy(strategy: str, method: str, world_size: int) -> str:
     """The strategy a run uses: ``auto`` is ``ddp`` when launched on several processes.
 
+    The naming rule is ``tuning_vocabulary.resolve_strategy``, which the planner follows too;
+    training adds what its launcher and its sharding need.
+
     Raises:
-        ConfigError: ddp/fsdp without a launcher, or fsdp with qlora.
+        ConfigError: none with several processes, ddp/fsdp without a launcher, fsdp with qlora.
     """
+    chosen = tuning_vocabulary.resolve_strategy(strategy, world_size)
     if strategy == "auto":
-        return "ddp" if world_size > 1 else "none"
-    if strategy == "none" and world_size > 1:
-        raise ConfigError(
-            f"train config field 'strategy' is 'none' but {world_size} processes were launched; "
-            "use strategy ddp or fsdp, or launch one process"
-        )
+        return chosen
     if strategy in ("ddp", "fsdp") and "WORLD_SIZE" not in os.environ:
         raise ConfigError(
             f"train config field 'strategy' is '{strategy}', which needs a launcher: run "
@@ -79,7 +79,7 @@ def resolve_strategy(strategy: str, method: str, world_size: int) -> str:
             "train config field 'strategy' is 'fsdp', which does not shard 4-bit (qlora) "
             "weights; use strategy ddp for qlora, or method lora/full with fsdp"
         )
-    return strategy
+    return chosen
 
 
 @dataclass

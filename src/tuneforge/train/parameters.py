@@ -1,4 +1,4 @@
-"""Counting parameters and bytes before training: the plan printed at the start of every run.
+"""Counting a loaded model's parameters and bytes: the first lines printed at the start of a run.
 
 Counts are logical parameters: a 4-bit weight of shape [out, in] counts out*in parameters even
 though bitsandbytes stores it packed two per byte.
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from tuneforge.plan.parameters import percent_fewer
+
 
 @dataclass
 class ParameterCounts:
@@ -19,29 +21,18 @@ class ParameterCounts:
         total: every parameter (logical count).
         trainable: parameters with ``requires_grad``.
         weight_bytes: bytes the parameters occupy as stored (4-bit weights at their packed size,
-            plus their quantization constants).
-        trainable_bytes: bytes of the trainable parameters.
+            plus their quantization constants); ``summary.json`` reports it beside the plan's
+            prediction.
     """
 
     total: int
     trainable: int
     weight_bytes: int
-    trainable_bytes: int
 
     @property
     def trainable_percent(self) -> float:
         """Trainable share of all parameters, in percent."""
         return 100.0 * self.trainable / self.total if self.total else 0.0
-
-
-def lora_parameter_count(in_features: int, out_features: int, r: int) -> int:
-    """Parameters of one LoRA pair on an ``in -> out`` linear: A is [r, in], B is [out, r]."""
-    return r * (in_features + out_features)
-
-
-def percent_fewer(trainable: int, reference: int) -> float:
-    """How many percent fewer parameters ``trainable`` is than ``reference``."""
-    return 100.0 * (1.0 - trainable / reference)
 
 
 def _logical_numel(param) -> int:
@@ -68,32 +59,18 @@ def _quant_state_bytes(param) -> int:
 
 def count_parameters(model: nn.Module) -> ParameterCounts:
     """Count a model's parameters (tied weights once) and the bytes they occupy."""
-    total = trainable = weight_bytes = trainable_bytes = 0
+    total = trainable = weight_bytes = 0
     for param in model.parameters():  # parameters() yields a tied tensor once
         numel = _logical_numel(param)
-        size = param.numel() * param.element_size() + _quant_state_bytes(param)
         total += numel
-        weight_bytes += size
+        weight_bytes += param.numel() * param.element_size() + _quant_state_bytes(param)
         if param.requires_grad:
             trainable += numel
-            trainable_bytes += size
-    return ParameterCounts(total, trainable, weight_bytes, trainable_bytes)
+    return ParameterCounts(total, trainable, weight_bytes)
 
 
-def optimizer_state_bytes(trainable: int, optimizer: str) -> int:
-    """AdamW keeps two moments per trainable parameter: fp32 (8 B) or 8-bit (2 B + constants)."""
-    return trainable * (8 if optimizer == "adamw" else 2)
-
-
-def format_plan(
-    counts: ParameterCounts,
-    method: str,
-    optimizer: str,
-    activation_bytes: int | None = None,
-    memory: bool = True,
-) -> str:
-    """The human-readable plan: parameter counts and (``memory``) a rough memory breakdown."""
-    gib = 2**30
+def parameter_summary(counts: ParameterCounts, method: str) -> str:
+    """Measured trainable vs total parameters, and the saving over full fine-tuning."""
     lines = [
         f"method {method}: {counts.trainable:,} trainable of {counts.total:,} parameters "
         f"({counts.trainable_percent:.4f}%)",
@@ -103,15 +80,4 @@ def format_plan(
             f"  {percent_fewer(counts.trainable, counts.total):.1f}% fewer trainable parameters "
             "than full fine-tuning"
         )
-    if not memory:
-        return "\n".join(lines)
-    opt_bytes = optimizer_state_bytes(counts.trainable, optimizer)
-    lines += [
-        "estimated memory:",
-        f"  weights          {counts.weight_bytes / gib:8.3f} GiB",
-        f"  gradients        {counts.trainable_bytes / gib:8.3f} GiB",
-        f"  optimizer states {opt_bytes / gib:8.3f} GiB ({optimizer})",
-    ]
-    if activation_bytes is not None:
-        lines.append(f"  activations      {activation_bytes / gib:8.3f} GiB")
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from tuneforge.train.parallel import (
     init_parallel,
     wrap_model,
 )
-from tuneforge.train.parameters import count_parameters, format_plan
+from tuneforge.train.parameters import count_parameters, parameter_summary
 
 
 @dataclass
@@ -88,37 +88,26 @@ def seed_everything(seed: int) -> None:
 
 
 def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], None]):
-    """Read, tokenize and batch the data with ``tuneforge.data``; return TrainingData."""
-    from tuneforge.data import (
-        DataConfig,
-        count_real_tokens,
-        ensure_pad_token,
-        make_batches,
-        prepare_data,
-    )
+    """Read, tokenize and batch ``config.data`` with ``tuneforge.data``; return TrainingData.
 
-    def data_config(path: str, val_fraction: float) -> DataConfig:
-        return DataConfig(
-            path=path,
-            max_length=config.max_length,
-            train_on_inputs=config.train_on_inputs,
-            val_fraction=val_fraction,
-            seed=config.seed,
-        )
+    With ``val_data`` the validation examples come from that file, read with the same options,
+    and ``data.val_fraction`` is ignored.
+    """
+    from tuneforge.data import count_real_tokens, ensure_pad_token, make_batches, prepare_data
 
-    val_fraction = 0.0 if config.val_data else config.val_fraction
-    prepared = prepare_data(data_config(config.data, val_fraction), tokenizer)
+    data = replace(config.data, val_fraction=0.0) if config.val_data else config.data
+    prepared = prepare_data(data, tokenizer)
     log(prepared.report.summary())
     train_examples, val_examples = prepared.train, list(prepared.val)
     if config.val_data:
-        val_examples = prepare_data(data_config(config.val_data, 0.0), tokenizer).train
+        val_examples = prepare_data(replace(data, path=config.val_data), tokenizer).train
     pad_id = ensure_pad_token(tokenizer)
 
     def batches(examples, epoch: int, shuffle: bool) -> list[dict[str, torch.Tensor]]:
         return make_batches(
             examples,
             batch_size=config.batch_size,
-            max_length=config.max_length,
+            max_length=config.data.max_length,
             packing=config.packing,
             pad_token_id=pad_id,
             seed=config.seed,
@@ -134,43 +123,38 @@ def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], Non
     )
 
 
-def planner_table(
-    config: TrainConfig, source: str, supervised_fraction: float, device: torch.device
-) -> str | None:
-    """The memory planner's breakdown by component (weights, gradients, optimizer, activations)."""
+def memory_plan_text(
+    config: TrainConfig,
+    parallel: Parallel,
+    device: torch.device,
+    supervised_fraction: float,
+    home: Path | None = None,
+) -> str:
+    """The plan of this run (``plan_for_run``) as a table, with a verdict on a CUDA device.
+
+    Equal to ``tuneforge plan --config CONFIG --device cpu|cuda --gpus N --supervised-fraction F``;
+    on CUDA the run adds the verdict against the device's memory. A model the planner does not
+    support gives one line saying so instead of failing the run.
+    """
     from tuneforge.errors import TuneforgeError
+    from tuneforge.train.methods import bf16_supported
+    from tuneforge.train.planning import plan_for_run
 
     try:
-        from tuneforge.plan import estimate_memory, load_model_config
-    except ImportError:  # the planner is an optional part of the package
-        return None
-    from tuneforge.train.methods import attention_implementation, compute_dtype_for
-
-    attention = attention_implementation(
-        device, compute_dtype_for(config, device), config.max_length
-    )
-    try:
-        plan = estimate_memory(
-            load_model_config(source),
-            method=config.method,
-            batch_size=config.batch_size,
-            max_length=config.max_length,
-            dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
-            lora_r=config.lora_r,
-            target_modules=config.target_modules,
-            gradient_checkpointing=config.gradient_checkpointing,
-            optimizer=config.optimizer.replace("_8bit", "8bit"),
+        plan = plan_for_run(
+            config,
+            device_type=device.type,
+            world_size=parallel.world_size,
+            bf16_supported=bf16_supported(device),
             supervised_fraction=supervised_fraction,
-            lm_head_on_supervised_only=True,
-            grad_accum=config.grad_accum,
-            lora_dropout=config.lora_dropout,
-            padding_mask=not config.packing,
-            device=device.type,
-            attention=attention,
+            home=home,
         )
     except TuneforgeError as err:
         return f"(memory plan unavailable: {err})"
-    return plan.table()
+    device_bytes = None
+    if device.type == "cuda":
+        device_bytes = torch.cuda.get_device_properties(device).total_memory
+    return plan.table(device_bytes)
 
 
 def save_final(
@@ -218,10 +202,12 @@ def train(
         a RunResult.
 
     Raises:
+        ConfigError: no data given, or a setting the launcher refuses.
         RunDirError: the run directory would be overwritten or cannot be resumed.
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
-        ConfigError, DataError, ModelError: from the config, the data or the model.
+        DataError, ModelError: from the data or the model.
     """
+    config.data.require_path()  # before the run directory is touched
     parallel, device = init_parallel(config.strategy, config.method, config.device)
     try:
         return _train(config, parallel, device, home, log)
@@ -250,10 +236,8 @@ def _train(
         write_text(run_dir / "config.yaml", dump_config(resolved))
     data = build_training_data(config, prepared.tokenizer, log)
     counts = count_parameters(prepared.model)
-    table = planner_table(resolved, prepared.source, data.supervised_fraction, device)
-    log(format_plan(counts, config.method, config.optimizer, memory=table is None))
-    if table:
-        log(table)
+    log(parameter_summary(counts, config.method))
+    log(memory_plan_text(config, parallel, device, data.supervised_fraction, home))
     if parallel.distributed:
         log(
             f"strategy {parallel.strategy}: {parallel.world_size} processes, batch "
@@ -298,6 +282,7 @@ def _train(
         "total_parameters": counts.total,
         "trainable_parameters": counts.trainable,
         "trainable_percent": counts.trainable_percent,
+        "weight_bytes": counts.weight_bytes,
         "compute_dtype": str(prepared.compute_dtype).removeprefix("torch."),
         "output": output_dir.name,
     }

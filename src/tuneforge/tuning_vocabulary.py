@@ -1,0 +1,71 @@
+"""The words and defaults of a fine-tuning run, shared by training and memory planning.
+
+``tuneforge.train`` (what a run does) and ``tuneforge.plan`` (what it will cost) both import this
+module; plan never imports train. A name here is spelled the same in YAML, on the command line,
+in ``tuneforge plan`` and in the Python API, and the LoRA defaults are peft's terms (``r``,
+``lora_alpha``, ``lora_dropout``).
+"""
+
+from __future__ import annotations
+
+from tuneforge.errors import ConfigError
+
+METHODS = ("full", "lora", "qlora")
+"""``full``: every weight trains; ``lora``: frozen base + LoRA adapters; ``qlora``: frozen NF4
+4-bit base + LoRA adapters."""
+
+LORA_METHODS = ("lora", "qlora")
+"""The methods that train LoRA adapters on a frozen base."""
+
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+"""AdamW with fp32 moments, or bitsandbytes' blockwise 8-bit AdamW (paged: spills to host)."""
+
+DTYPES = ("auto", "float32", "bfloat16")
+"""Compute dtypes; ``auto`` is resolved by ``resolve_dtype``."""
+
+STRATEGIES = ("auto", "none", "ddp", "fsdp")
+"""How processes share a run; ``auto`` is resolved by ``resolve_strategy``."""
+
+DEVICE_TYPES = ("cpu", "cuda")
+"""Device kinds the planner models (a CUDA device adds its context and foreach temporaries)."""
+
+LORA_R = 8
+"""Default LoRA rank."""
+LORA_ALPHA = 16.0
+"""Default LoRA scaling numerator (scaling = lora_alpha / r)."""
+LORA_DROPOUT = 0.0
+"""Default dropout on the LoRA input."""
+
+
+def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
+    """The compute dtype a run uses: ``auto`` is bfloat16 on a bf16-capable CUDA device, else float32.
+
+    Args:
+        dtype: one of DTYPES.
+        device_type: ``cpu`` or ``cuda``.
+        bf16_supported: whether the CUDA device computes in bf16 (Ampere and later); the planner
+            assumes it does.
+
+    Returns:
+        ``float32`` or ``bfloat16``.
+    """
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device_type == "cuda" and bf16_supported else "float32"
+
+
+def resolve_strategy(strategy: str, world_size: int) -> str:
+    """The strategy of a run with ``world_size`` processes: ``auto`` is ddp for several, else none.
+
+    Raises:
+        ConfigError: strategy ``none`` with several processes.
+    """
+    if strategy == "auto":
+        return "ddp" if world_size > 1 else "none"
+    if strategy == "none" and world_size > 1:
+        raise ConfigError(
+            f"train config field 'strategy' is 'none' (one process) but there are {world_size} "
+            "processes (launched by torchrun, or planned with --gpus); use strategy ddp, fsdp "
+            "or auto, or run one process"
+        )
+    return strategy
