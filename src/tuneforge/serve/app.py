@@ -18,11 +18,10 @@ from fastapi.responses import PlainTextResponse
 
 from tuneforge.errors import AdapterError
 from tuneforge.serve.completions import build_router
-from tuneforge.serve.config import ServeSettings
+from tuneforge.serve.config import AdapterPathError, ServeSettings, check_adapter_path
 from tuneforge.serve.engine import Engine, UnknownModelError
 from tuneforge.serve.errors import ApiError, install_error_handlers
 from tuneforge.serve.metrics import Metrics, RequestCounter
-from tuneforge.serve.model_host import AdapterPathError, check_adapter_path
 from tuneforge.serve.schemas import (
     LoadAdapterRequest,
     ModelCard,
@@ -71,9 +70,9 @@ def _admin_router() -> APIRouter:
         base = state.settings.model_name
         cards = [ModelCard(id=base, created=state.started, root=base)]
         cards += [
-            ModelCard(id=name, created=state.started, root=str(state.engine.host.adapter_dir(name)), parent=base)
-            for name in state.engine.adapters
-        ]  # fmt: skip
+            ModelCard(id=name, created=state.started, root=str(folder), parent=base)
+            for name, folder in state.engine.registry.folders().items()
+        ]
         return ModelList(data=cards)
 
     @router.post("/v1/load_lora_adapter")
@@ -150,7 +149,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.retriever = retriever
     app.state.started = int(time.time())
-    app.state.context_length = settings.context_length or engine.host.context_length
+    app.state.context_length = settings.context_length or engine.context_length
     install_error_handlers(app)
 
     @app.get("/health")
