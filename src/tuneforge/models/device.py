@@ -42,4 +42,3 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in _DTYPES:
         raise ConfigError(f"--dtype {name!r} is not one of auto, float32, bfloat16, float16")
     return _DTYPES[name]
-
