@@ -1,9 +1,9 @@
 """The FastAPI app: OpenAI-compatible routes, adapter hot swap, health, metrics, auth.
 
-``create_app(engine, settings)`` builds it around an ``Engine`` (which owns the model); the CLI
-runs it with uvicorn, tests run the same app on a loopback port. The engine's worker starts with
-the app and, on shutdown (uvicorn handles SIGTERM: it stops accepting connections and waits for
-open requests), finishes what is queued before it stops.
+``create_app(engine, settings)`` builds it around an ``Engine`` (a queue and a worker over the
+model's ``AdapterRegistry``); the CLI runs it with uvicorn, tests run the same app on a loopback
+port. The engine's worker starts with the app and, on shutdown (uvicorn handles SIGTERM: it stops
+accepting connections and waits for open requests), finishes what is queued before it stops.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def create_app(
     """The server app around ``engine``.
 
     Args:
-        engine: owns the model; started and stopped with the app (lifespan).
+        engine: queues and decodes requests; started and stopped with the app (lifespan).
         settings: names, limits, API key, adapter roots.
         retriever: enables ``"rag"`` in chat requests (built from ``--store``); None refuses it.
     """
