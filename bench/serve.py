@@ -97,18 +97,19 @@ def main() -> None:
 
     import openai
 
+    from tuneforge.adapters import AdapterRegistry
     from tuneforge.models import load_model, resolve_folder
-    from tuneforge.serve import Engine, ModelHost, ServeSettings, create_app, serve_in_thread
+    from tuneforge.serve import Engine, ServeSettings, create_app, serve_in_thread
 
     load_start = os.getloadavg()[0]
     loaded = load_model("default", home=args.home)
-    host = ModelHost(loaded.model, loaded.tokenizer)
+    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         adapters = make_adapters(resolve_folder("default", home=args.home), Path(tmp), 4)
         for name, folder in adapters.items():
-            host.load(name, folder)
+            registry.load(name, folder)
         settings = ServeSettings(model_name="default", max_batch_size=max(levels), max_queue=256)
-        engine = Engine(host, settings.max_batch_size, settings.max_queue)
+        engine = Engine(registry, settings.max_batch_size, settings.max_queue)
         app = create_app(engine, settings)
         rows = []
         with serve_in_thread(app) as url:

@@ -1,17 +1,19 @@
-"""AdapterRegistry: hot swap on one base, mixed-adapter batches, failed loads change nothing."""
+"""AdapterRegistry: hot swap on one base, mixed-adapter batches, failed loads change nothing,
+and the one drain-before-unload mechanism (reserve / release / unload)."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import pytest
 import torch
 from adapter_assets import load_base, logits, sample_ids
 
-from tuneforge.adapters import AdapterRegistry, parse_adapter_spec
+from tuneforge.adapters import AdapterRegistry
 from tuneforge.errors import AdapterError
-from tuneforge.generation import GenerationSettings, generate
+from tuneforge.generation import GenerationSettings, Row, generate, prompt_ids
 
 GREEDY = GenerationSettings(max_new_tokens=10)
 PROMPTS = [
@@ -66,13 +68,6 @@ def test_base_rows_equal_plain_generation(registry, base_dir):
     for text in PROMPTS[:2]:
         expected = generate(model, tokenizer, _messages(text), GREEDY)
         assert _same(registry.generate(_messages(text), None, GREEDY), expected)
-
-
-def test_peft_names_for_callers_with_their_own_decoding(registry):
-    assert registry.peft_name(None) == "__base__"
-    assert registry.peft_name("a") in registry.model.peft_config
-    with pytest.raises(AdapterError, match="no adapter named 'zzz'"):
-        registry.peft_name("zzz")
 
 
 def test_unloading_everything_gives_back_the_plain_base(registry, base_dir):
@@ -145,11 +140,77 @@ def test_unload_waits_for_generations_in_flight(registry):
     assert registry.in_use("a") == 0 and "a" not in registry.names()
 
 
-def test_parse_adapter_spec(tmp_path):
-    from pathlib import Path
+def _row(registry, text: str, adapter: str | None, limit: int = 10, stop=None) -> Row:
+    settings = GenerationSettings(max_new_tokens=limit, stop=stop or [])
+    return Row(prompt_ids(registry.tokenizer, _messages(text)), settings, adapter)
 
-    assert parse_adapter_spec("json=runs/json/adapter") == ("json", Path("runs/json/adapter"))
-    assert parse_adapter_spec("runs/terse/adapter") == ("terse", Path("runs/terse/adapter"))
-    assert parse_adapter_spec(str(tmp_path)) == (tmp_path.name, tmp_path)
-    with pytest.raises(AdapterError, match="NAME=DIR"):
-        parse_adapter_spec("=x")
+
+def test_decode_rows_with_their_own_adapters_limits_and_stops_equal_each_alone(registry):
+    """Rows of one batch on different adapters, lengths, limits and stops: each row's reply is
+    the one it gets decoded alone."""
+    specs = [
+        (PROMPTS[0], None, 12),
+        (PROMPTS[1], "a", 5),
+        (PROMPTS[2], "b", 20),
+        (PROMPTS[3], "p", 9),
+    ]
+    full = [registry.decode([_row(registry, *spec)])[0] for spec in specs]
+    stop = full[2].text[3:5]
+    assert stop.strip(), "the reference reply is too short to pick a stop string"
+    rows = [_row(registry, *spec) for spec in specs]
+    rows[2].settings.stop = [stop]
+    pieces: list[str] = []
+    rows[2].on_text = pieces.append
+    together = registry.decode(rows)
+    for index in (0, 1, 3):
+        assert _same(together[index], full[index])
+    assert [together[i].completion_tokens for i in (1, 3)] == [5, 9]
+    assert together[2].text == full[2].text[: full[2].text.find(stop)]
+    assert together[2].finish_reason == "stop"
+    assert "".join(pieces) == together[2].text
+
+
+def test_reserve_refuses_unknown_adapters_all_or_nothing(registry):
+    with pytest.raises(AdapterError, match="no adapter named 'zzz'"):
+        registry.reserve(["a", None, "zzz"])
+    assert registry.in_use("a") == 0
+    registry.reserve(["a", None, "a"])
+    assert registry.in_use("a") == 2
+    registry.release(["a", None, "a"])
+    assert registry.in_use("a") == 0
+
+
+def test_unload_waits_for_a_reserved_request_and_refuses_new_ones(registry):
+    expected = registry.generate(_messages(PROMPTS[0]), "a", GREEDY)
+    registry.reserve(["a"])  # a request accepted (queued) on adapter "a"
+    unloading = threading.Thread(target=registry.unload, args=("a",))
+    unloading.start()
+    deadline = time.monotonic() + 10
+    while "a" in registry.names() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert "a" not in registry.names()  # no longer offered ...
+    with pytest.raises(AdapterError, match="'a' is being unloaded"):
+        registry.reserve(["a"])  # ... nor accepted
+    with pytest.raises(AdapterError, match="'a' is being unloaded"):
+        registry.unload("a")
+    time.sleep(0.1)
+    assert unloading.is_alive()  # still waiting for the reserved request, which still runs:
+    reply = registry.decode([_row(registry, PROMPTS[0], "a")])[0]
+    assert _same(reply, expected)
+    registry.release(["a"])
+    unloading.join(10)
+    assert not unloading.is_alive()
+    assert registry.in_use("a") == 0 and set(registry.folders()) == {"b", "p"}
+    with pytest.raises(AdapterError, match="no adapter named 'a'"):
+        registry.reserve(["a"])
+
+
+def test_unload_that_times_out_leaves_the_adapter_usable(registry):
+    registry.reserve(["b"])
+    with pytest.raises(AdapterError, match="still has 1 requests in flight after 0.05 s"):
+        registry.unload("b", timeout_s=0.05)
+    assert "b" in registry.names()
+    registry.reserve(["b"])
+    registry.release(["b", "b"])
+    registry.unload("b", timeout_s=1)
+    assert registry.names() == ["a", "p"]

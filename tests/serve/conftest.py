@@ -91,17 +91,18 @@ def run_server(
     **settings,
 ):
     """Load the model, start uvicorn on 127.0.0.1:<free port> in a thread, yield a Server."""
+    from tuneforge.adapters import AdapterRegistry
     from tuneforge.models import load_model
-    from tuneforge.serve import Engine, ModelHost, ServeSettings, create_app, serve_in_thread
+    from tuneforge.serve import Engine, ServeSettings, create_app, serve_in_thread
 
     loaded = load_model(str(model_dir))
-    host = ModelHost(loaded.model, loaded.tokenizer)
+    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in (adapters or {}).items():
-        host.load(name, folder)
+        registry.load(name, folder)
     config = ServeSettings(
         model_name=BASE_NAME, api_key=api_key, adapter_roots=roots or [], **settings
     )
-    engine = Engine(host, config.max_batch_size, config.max_queue)
+    engine = Engine(registry, config.max_batch_size, config.max_queue)
     app = create_app(engine, config, retriever=retriever)
     with serve_in_thread(app) as url:
         yield Server(url=url, engine=engine, api_key=api_key)

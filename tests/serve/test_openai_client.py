@@ -174,7 +174,7 @@ def test_load_and_unload_while_requests_run(server, adapter_root, reference):
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 30
-    while server.engine.inflight("a2") < 3 and time.monotonic() < deadline:
+    while server.engine.registry.in_use("a2") < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
     # Meanwhile: load another adapter and serve the base.
     status, _ = server.http(
@@ -187,6 +187,7 @@ def test_load_and_unload_while_requests_run(server, adapter_root, reference):
         thread.join(60)
     assert errors == []
     assert results == [expected] * 3
+    assert server.engine.registry.in_use("a2") == 0  # each finished request released it
     ids = [model.id for model in client.models.list()]
     assert "a2" not in ids and "a3" in ids
     with pytest.raises(openai.NotFoundError):

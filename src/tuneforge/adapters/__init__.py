@@ -10,7 +10,6 @@ from tuneforge.adapters.saving import save_adapter
 
 _LAZY = {
     "AdapterRegistry": "tuneforge.adapters.registry",
-    "parse_adapter_spec": "tuneforge.adapters.registry",
     "MergeReport": "tuneforge.adapters.merge",
     "merge_adapter": "tuneforge.adapters.merge",
     "merge_lora": "tuneforge.adapters.merge",
@@ -30,7 +29,6 @@ __all__ = [
     "lora_deltas",
     "merge_adapter",
     "merge_lora",
-    "parse_adapter_spec",
     "read_adapter",
     "save_adapter",
     "unmerge_lora",

@@ -1,40 +1,30 @@
 """Many LoRA adapters hot-swapped on one loaded base model, and mixed-adapter batches.
 
 The base is loaded once; each adapter adds only its small ``A``/``B`` matrices beside the base
-layers (peft keeps them in a dict per layer). A generation names the adapter per row: peft's
-mixed-batch forward computes ``base(x)`` for the whole batch and adds ``scaling·B·A·x`` for each
-row's own adapter (``__base__`` rows get nothing), so rows with different adapters share one
-batch, and each row gets the tokens it would get alone (greedy decoding, left padding).
+layers (peft keeps them in a dict per layer). Decoding is ``tuneforge.generation.generate_rows``
+with each row's adapter passed to peft as ``adapter_names`` (``__base__`` rows get no LoRA), so
+rows on different adapters share a batch and each row gets the tokens it would get alone
+(greedy decoding, left padding).
 
-Thread safety: every method may be called from any thread. Generations and adapter changes are
-serialised by one lock (one model, one forward at a time). ``unload`` waits until the requests in
-flight on that adapter have finished, and refuses new ones meanwhile; ``in_use(name)`` tells how
-many are in flight or queued.
+Thread safety: every method may be called from any thread. Decoding and adapter changes are
+serialised by one model lock (one model, one forward at a time). Draining before an unload is
+done here and nowhere else: a request ``reserve``s its adapters when it is accepted (queued or
+running) and ``release``s them when it has finished; ``unload`` refuses new reservations, waits
+until the reserved ones are released, then detaches the adapter under the model lock.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-
-import torch
 
 from tuneforge.adapters.identity import BaseIdentity, base_identity
 from tuneforge.adapters.loading import check_adapter, load_checked, read_adapter
 from tuneforge.errors import AdapterError
-from tuneforge.generation import (
-    GenerationSettings,
-    Reply,
-    callback_streamer,
-    finish_reply,
-    prompt_ids,
-    sampling_kwargs,
-    stop_token_ids,
-)
+from tuneforge.generation import GenerationSettings, Reply, Row, generate_rows, prompt_ids
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -44,16 +34,21 @@ class AdapterRegistry:
 
     Args:
         model: the loaded base model (a plain transformers causal LM), in eval mode.
-        tokenizer: its tokenizer (chat template used to render messages).
+        tokenizer: its tokenizer; its chat template and pad token are set here, once, so
+            decoding threads never change it (``data.ensure_chat_template``/``ensure_pad_token``).
     """
 
     def __init__(self, model, tokenizer) -> None:
         from peft import PeftModel
 
+        from tuneforge.data import ensure_chat_template, ensure_pad_token
+
         if isinstance(model, PeftModel):
             raise AdapterError(
                 "AdapterRegistry takes the plain base model; load adapters with registry.load()"
             )
+        ensure_chat_template(tokenizer)
+        ensure_pad_token(tokenizer)
         self.tokenizer = tokenizer
         self._base = model.eval()
         self._peft = None  # the PeftModel wrapping the base once an adapter is loaded
@@ -61,45 +56,35 @@ class AdapterRegistry:
         self._internal: dict[str, str] = {}  # user name -> peft adapter name (a module key)
         self._ids = itertools.count()
         self._identity: BaseIdentity | None = None
+        # Lock order: _model_lock may be held while taking _requests, never the other way.
         self._model_lock = threading.RLock()
-        self._requests = threading.Condition()
-        self._in_use: Counter[str] = Counter()
+        self._requests = threading.Condition()  # guards _dirs, _reserved, _unloading
+        self._reserved: Counter[str] = Counter()
         self._unloading: set[str] = set()
 
     # -- adapters ----------------------------------------------------------------------------
 
     @property
     def model(self):
-        """The model generation runs on: the base, or the PeftModel wrapping it."""
+        """The model decoding runs on: the base, or the PeftModel wrapping it."""
         return self._peft if self._peft is not None else self._base
 
+    def folders(self) -> dict[str, Path]:
+        """The usable adapters (loaded, not being unloaded) and their folders, in load order."""
+        with self._requests:
+            return {n: d for n, d in self._dirs.items() if n not in self._unloading}
+
     def names(self) -> list[str]:
-        """The loaded adapters' names, in load order."""
-        return list(self._dirs)
-
-    def adapter_dir(self, name: str) -> Path:
-        """The folder adapter ``name`` was loaded from."""
-        self._require(name)
-        return self._dirs[name]
-
-    def peft_name(self, name: str | None) -> str:
-        """The name peft knows adapter ``name`` by (``__base__`` for None), for callers that
-        run their own decoding with ``adapter_names=[...]`` on ``self.model``.
-
-        User names may hold characters a peft module key cannot (``.``), so peft gets its own.
-        """
-        if name is None:
-            return BASE
-        self._require(name)
-        return self._internal[name]
+        """The usable adapters' names (loaded, not being unloaded), in load order."""
+        return list(self.folders())
 
     def in_use(self, name: str) -> int:
-        """How many generations on adapter ``name`` are running or waiting to run."""
+        """How many reserved requests (running or queued) use adapter ``name``."""
         with self._requests:
-            return self._in_use[name]
+            return self._reserved[name]
 
     def load(self, name: str, adapter_dir: Path | str) -> None:
-        """Load the adapter in ``adapter_dir`` under ``name``.
+        """Load the adapter in ``adapter_dir`` under ``name`` (waits for a running decode).
 
         Raises:
             AdapterError: the name is taken, or the folder is missing, corrupt, or does not fit
@@ -122,50 +107,104 @@ class AdapterRegistry:
                 self._peft = load_checked(self._base, files, internal)
             else:
                 load_checked(self._peft, files, internal)
-            self._dirs[name] = Path(adapter_dir)
             self._internal[name] = internal
+            with self._requests:
+                self._dirs[name] = Path(adapter_dir)
 
     def unload(self, name: str, timeout_s: float | None = None) -> None:
-        """Remove adapter ``name``, after the generations in flight on it have finished.
+        """Remove adapter ``name`` once the requests reserved on it have been released.
+
+        From the call on, ``reserve`` refuses ``name``; the reserved requests still decode.
 
         Args:
-            timeout_s: longest wait for in-flight generations (None: wait as long as needed).
+            timeout_s: longest wait for reserved requests (seconds; None: as long as needed).
 
         Raises:
-            AdapterError: no adapter by that name, or the wait timed out (it stays loaded).
+            AdapterError: no adapter by that name, it is being unloaded already, or the wait
+                timed out (it then stays loaded and usable).
         """
         with self._requests:
-            self._require(name)
+            self._check_usable(name)
             self._unloading.add(name)
-            try:
-                if not self._requests.wait_for(lambda: self._in_use[name] == 0, timeout_s):
-                    raise AdapterError(
-                        f"adapter {name!r} still has {self._in_use[name]} generations in flight "
-                        f"after {timeout_s} s; retry later"
-                    )
-                with self._model_lock:
-                    internal = self._internal.pop(name)
-                    del self._dirs[name]
-                    if self._internal:
-                        if self._peft.active_adapter == internal:  # hand "active" on first
-                            self._peft.set_adapter(next(iter(self._internal.values())))
-                        self._peft.delete_adapter(internal)
-                    else:  # last one: give back the plain base, no LoRA layers left in it
-                        self._base = self._peft.unload()
-                        if hasattr(self._base, "peft_config"):
-                            del self._base.peft_config
-                        self._peft = None
-            finally:
+            if not self._requests.wait_for(lambda: self._reserved[name] == 0, timeout_s):
+                self._unloading.discard(name)
+                raise AdapterError(
+                    f"adapter {name!r} still has {self._reserved[name]} requests in flight "
+                    f"after {timeout_s} s; retry later"
+                )
+        # The model lock is taken after _requests is let go: a reserve() must never wait
+        # for a batch to finish decoding.
+        try:
+            with self._model_lock:
+                self._detach(name)
+        finally:
+            with self._requests:
                 self._unloading.discard(name)
 
-    def _require(self, name: str) -> None:
+    def _detach(self, name: str) -> None:
+        internal = self._internal.pop(name)
+        with self._requests:
+            del self._dirs[name]
+        if self._internal:
+            if self._peft.active_adapter == internal:  # hand "active" on first
+                self._peft.set_adapter(next(iter(self._internal.values())))
+            self._peft.delete_adapter(internal)
+        else:  # last one: give back the plain base, no LoRA layers left in it
+            self._base = self._peft.unload()
+            if hasattr(self._base, "peft_config"):
+                del self._base.peft_config
+            self._peft = None
+
+    def _check_usable(self, name: str) -> None:
+        """Call holding ``_requests``."""
+        if name in self._unloading:
+            raise AdapterError(f"adapter {name!r} is being unloaded; retry later")
         if name not in self._dirs:
+            loaded = [n for n in self._dirs if n not in self._unloading]
             raise AdapterError(
-                f"no adapter named {name!r} is loaded (loaded: {self.names() or 'none'}); "
-                "load it first"
+                f"no adapter named {name!r} is loaded (loaded: {loaded or 'none'}); load it first"
             )
 
-    # -- generation --------------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------
+
+    def reserve(self, adapters: Iterable[str | None]) -> None:
+        """Count a request on each of ``adapters`` (None: the base, not counted) until
+        ``release``, so that ``unload`` waits for it. All or nothing.
+
+        Raises:
+            AdapterError: an adapter is not loaded, or is being unloaded.
+        """
+        wanted = [name for name in adapters if name is not None]
+        with self._requests:
+            for name in wanted:
+                self._check_usable(name)
+            self._reserved.update(wanted)
+
+    def release(self, adapters: Iterable[str | None]) -> None:
+        """End the reservations ``reserve(adapters)`` made."""
+        wanted = [name for name in adapters if name is not None]
+        with self._requests:
+            self._reserved.subtract(wanted)
+            self._requests.notify_all()
+
+    def decode(self, rows: list[Row]) -> list[Reply]:
+        """Decode ``rows`` (each on its ``Row.adapter``) under the model lock.
+
+        Reserve the rows' adapters first so that an unload waits for them.
+
+        Raises:
+            AdapterError: a row names an adapter that is not loaded.
+        """
+        with self._model_lock:
+            names = [BASE if row.adapter is None else self._peft_name(row.adapter) for row in rows]
+            adapter_names = names if self._peft is not None else None
+            return generate_rows(self.model, self.tokenizer, rows, adapter_names)
+
+    def _peft_name(self, name: str) -> str:
+        # User names may hold characters a peft module key cannot (``.``), so peft gets its own.
+        if name not in self._internal:
+            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {self.names()})")
+        return self._internal[name]
 
     def generate(
         self,
@@ -178,7 +217,9 @@ class AdapterRegistry:
 
         ``on_text`` receives each new piece of text as it is generated (streaming).
         """
-        return self._run([(messages, adapter)], settings, on_text)[0]
+        settings = settings or GenerationSettings()
+        row = Row(prompt_ids(self.tokenizer, messages), settings, adapter, on_text=on_text)
+        return self._reserved_decode([row])[0]
 
     def generate_batch(
         self,
@@ -187,84 +228,20 @@ class AdapterRegistry:
     ) -> list[Reply]:
         """Reply to every ``(messages, adapter_name_or_None)`` row in one batch.
 
-        With greedy decoding each row gets the same tokens as ``generate`` on that row alone.
-        ``seconds`` of each reply is the whole batch's wall time.
+        Each row gets the same tokens as ``generate`` on that row alone (greedy, or sampled with
+        a seed). ``seconds`` of each reply is the whole batch's wall time.
         """
-        return self._run(rows, settings, None) if rows else []
-
-    def _run(self, rows, settings, on_text) -> list[Reply]:
         settings = settings or GenerationSettings()
-        wanted = [adapter for _, adapter in rows if adapter is not None]
-        with self._requests:
-            for adapter in wanted:
-                if adapter in self._unloading:
-                    raise AdapterError(f"adapter {adapter!r} is being unloaded; retry later")
-                self._require(adapter)
-            self._in_use.update(wanted)
-        try:
-            with self._model_lock:
-                names = [BASE if a is None else self._internal[a] for _, a in rows]
-                return self._generate([m for m, _ in rows], names, settings, on_text)
-        finally:
-            with self._requests:
-                self._in_use.subtract(wanted)
-                self._requests.notify_all()
-
-    @torch.inference_mode()
-    def _generate(self, conversations, adapter_names, settings, on_text) -> list[Reply]:
-        tokenizer, model = self.tokenizer, self.model
-        prompts = [prompt_ids(tokenizer, messages) for messages in conversations]
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = tokenizer.eos_token_id
-        width = max(len(ids) for ids in prompts)
-        device = next(model.parameters()).device
-        # Left padding: every row's last prompt token sits in the last column, so new tokens
-        # line up; the attention mask hides the pads and generate() derives positions from it.
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
-        stop_ids = stop_token_ids(tokenizer, model)
-        kwargs = {
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "max_new_tokens": settings.max_new_tokens,
-            "eos_token_id": stop_ids,
-            "pad_token_id": pad_id,
-        }
-        if self._peft is not None:
-            kwargs["adapter_names"] = adapter_names
-        kwargs.update(sampling_kwargs(settings))
-        if settings.stop:
-            kwargs.update(stop_strings=settings.stop, tokenizer=tokenizer)
-        if on_text is not None:
-            kwargs["streamer"] = callback_streamer(tokenizer, on_text)
-        start = time.perf_counter()
-        output = model.generate(**kwargs)
-        seconds = time.perf_counter() - start
-        return [
-            finish_reply(
-                tokenizer, output[row, width:].tolist(), len(ids), stop_ids, settings, seconds
-            )
-            for row, ids in enumerate(prompts)
+        decode_rows = [
+            Row(prompt_ids(self.tokenizer, messages), settings, adapter)
+            for messages, adapter in rows
         ]
+        return self._reserved_decode(decode_rows)
 
-
-def parse_adapter_spec(text: str) -> tuple[str, Path]:
-    """``name=DIR`` -> ``(name, DIR)``; a bare ``DIR`` is named after its folder.
-
-    A bare ``runs/json/adapter`` is named ``json`` (the run's name, not ``adapter``).
-
-    Raises:
-        AdapterError: the name part is empty.
-    """
-    name, sep, path = text.partition("=")
-    if not sep or "/" in name or Path(text).exists():
-        folder = Path(text)
-        named = folder.parent if folder.name == "adapter" and folder.parent.name else folder
-        return named.name or "adapter", folder
-    if not name.strip() or not path.strip():
-        raise AdapterError(f"--adapter {text!r}: expected NAME=DIR or DIR")
-    return name.strip(), Path(path.strip())
+    def _reserved_decode(self, rows: list[Row]) -> list[Reply]:
+        adapters = [row.adapter for row in rows]
+        self.reserve(adapters)
+        try:
+            return self.decode(rows)
+        finally:
+            self.release(adapters)

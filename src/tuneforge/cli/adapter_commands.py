@@ -1,9 +1,8 @@
-"""``tuneforge merge`` and ``tuneforge export``; and the side-by-side ``generate`` comparison."""
+"""``tuneforge merge`` and ``tuneforge export``."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from tuneforge.cli.options import HelpFormatter
 
@@ -68,29 +67,4 @@ def run_export(args: argparse.Namespace) -> int:
     path = export_gguf(args.model, args.adapter, args.out, dtype=args.dtype)
     size_mib = path.stat().st_size / 2**20
     print(f"wrote {path} ({size_mib:.1f} MiB, {args.dtype}) in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-def run_compare(args: argparse.Namespace, specs: list[str], settings) -> int:
-    """``generate`` with several ``--adapter NAME=DIR``: the base and each adapter, one batch."""
-    from tuneforge.adapters.registry import AdapterRegistry, parse_adapter_spec
-    from tuneforge.generation import chat_messages
-    from tuneforge.models import load_model
-
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
-    for spec in specs:
-        name, folder = parse_adapter_spec(spec)
-        registry.load(name, folder)
-    messages = chat_messages(args.prompt, args.system)
-    rows = [(messages, None)] + [(messages, name) for name in registry.names()]
-    replies = registry.generate_batch(rows, settings)
-    for (_, name), reply in zip(rows, replies, strict=True):
-        label = "base" if name is None else f"{name} ({registry.adapter_dir(name)})"
-        print(f"── {label} ──")
-        print(reply.text)
-        if not args.quiet:
-            print(
-                f"[{reply.completion_tokens} new tokens · {reply.finish_reason}]", file=sys.stderr
-            )
     return 0

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
-from tuneforge.cli.options import HelpFormatter, add_model_options, add_sampling_options
+from tuneforge.cli.options import (
+    HelpFormatter,
+    add_model_options,
+    add_sampling_options,
+    load_model_from_options,
+    parse_adapter_specs,
+    settings_from_options,
+)
 
 
 def register(subparsers) -> None:
@@ -63,29 +70,6 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
-    from tuneforge.adapters import attach_adapter
-    from tuneforge.models import load_model
-
-    start = time.perf_counter()
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    model = loaded.model
-    if args.adapter:
-        model = attach_adapter(model, args.adapter)
-    return model, loaded.tokenizer, time.perf_counter() - start
-
-
-def _settings(args: argparse.Namespace):
-    from tuneforge.generation import GenerationSettings
-
-    return GenerationSettings(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-
-
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -94,14 +78,12 @@ def _write(text: str) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from tuneforge.generation import chat_messages, generate
 
-    settings = _settings(args)
+    settings = settings_from_options(args)
     specs = args.adapter or []
     if len(specs) > 1 or any("=" in spec for spec in specs):
-        from tuneforge.cli.adapter_commands import run_compare
-
-        return run_compare(args, specs, settings)
+        return generate_side_by_side(args, parse_adapter_specs(specs), settings)
     args.adapter = specs[0] if specs else None
-    model, tokenizer, load_seconds = _load(args)
+    model, tokenizer, load_seconds = load_model_from_options(args)
     reply = generate(
         model, tokenizer, chat_messages(args.prompt, args.system), settings, on_text=_write
     )
@@ -116,11 +98,34 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate_side_by_side(args: argparse.Namespace, adapters: dict[str, Path], settings) -> int:
+    """``generate`` with several ``--adapter``: the base and each adapter, in one batch."""
+    from tuneforge.adapters import AdapterRegistry
+    from tuneforge.generation import chat_messages
+    from tuneforge.models import load_model
+
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
+    for name, folder in adapters.items():
+        registry.load(name, folder)
+    messages = chat_messages(args.prompt, args.system)
+    rows = [(messages, None)] + [(messages, name) for name in adapters]
+    replies = registry.generate_batch(rows, settings)
+    for (_, name), reply in zip(rows, replies, strict=True):
+        print("── base ──" if name is None else f"── {name} ({adapters[name]}) ──")
+        print(reply.text)
+        if not args.quiet:
+            print(
+                f"[{reply.completion_tokens} new tokens · {reply.finish_reason}]", file=sys.stderr
+            )
+    return 0
+
+
 def run_chat(args: argparse.Namespace) -> int:
     from tuneforge.generation import chat_messages, generate
 
-    settings = _settings(args)
-    model, tokenizer, _ = _load(args)
+    settings = settings_from_options(args)
+    model, tokenizer, _ = load_model_from_options(args)
     history: list[dict] = []
     print("tuneforge chat: /reset clears the history, /exit or Ctrl-D quits", file=sys.stderr)
     while True:

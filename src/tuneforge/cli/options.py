@@ -1,8 +1,12 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once, and the objects built from them."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from tuneforge.errors import ConfigError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -33,3 +37,71 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (deterministic)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed")
+
+
+def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
+    """``--adapter`` values -> ``{name: folder}``, in the order given (``generate``, ``serve``).
+
+    A value is ``NAME=DIR``, or a bare ``DIR`` named after its run folder: ``runs/json/adapter``
+    is named ``json``, a folder not called ``adapter`` keeps its own name. A value is a bare DIR
+    when it has no ``=``, when the part before the first ``=`` holds a ``/``, or when it is an
+    existing path; otherwise the folder is everything after the first ``=``.
+
+    Raises:
+        ConfigError: an empty name or folder, or a name given twice.
+    """
+    adapters: dict[str, Path] = {}
+    for spec in specs:
+        name, folder = _parse_adapter_spec(spec)
+        if name in adapters:
+            raise ConfigError(
+                f"--adapter {spec}: the name {name!r} is given twice; each adapter needs its own "
+                "name (NAME=DIR)"
+            )
+        adapters[name] = folder
+    return adapters
+
+
+def _parse_adapter_spec(spec: str) -> tuple[str, Path]:
+    name, sep, folder = spec.partition("=")
+    if not spec.strip():
+        raise ConfigError("--adapter '': expected NAME=DIR or DIR, e.g. json=runs/json/adapter")
+    if not sep or "/" in name or Path(spec).exists():
+        path = Path(spec)
+        run = path.parent if path.name == "adapter" and path.parent.name else path
+        return run.name or "adapter", path
+    if not name.strip() or not folder.strip():
+        raise ConfigError(
+            f"--adapter {spec!r}: expected NAME=DIR or DIR, e.g. json=runs/json/adapter"
+        )
+    return name.strip(), Path(folder.strip())
+
+
+def load_model_from_options(args: argparse.Namespace):
+    """Load ``--model`` (``--dtype``, ``--device``) with ``--adapter`` attached when given.
+
+    Returns:
+        ``(model, tokenizer, seconds spent loading)``.
+    """
+    from tuneforge.adapters import attach_adapter
+    from tuneforge.models import load_model
+
+    start = time.perf_counter()
+    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = loaded.model
+    adapter = getattr(args, "adapter", None)
+    if adapter:
+        model = attach_adapter(model, adapter)
+    return model, loaded.tokenizer, time.perf_counter() - start
+
+
+def settings_from_options(args: argparse.Namespace):
+    """The ``GenerationSettings`` of ``add_sampling_options``' options."""
+    from tuneforge.generation import GenerationSettings
+
+    return GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )

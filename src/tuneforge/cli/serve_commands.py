@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from tuneforge.cli.options import HelpFormatter, add_model_options
+from tuneforge.cli.options import HelpFormatter, add_model_options, parse_adapter_specs
 from tuneforge.errors import ConfigError
 
 EPILOG = """examples:
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         default=[],
         metavar="NAME=DIR",
         help="load a LoRA adapter folder at start under NAME (repeatable); requests use it with "
-        '"model": NAME',
+        '"model": NAME. A bare DIR is named after its run folder (runs/json/adapter: json)',
     )
     serve.add_argument(
         "--adapter-root",
@@ -79,19 +79,6 @@ def register(subparsers) -> None:
     serve.set_defaults(func=run_serve)
 
 
-def parse_adapter_specs(specs: list[str]) -> dict[str, Path]:
-    """``["name=DIR", ...]`` -> ``{name: Path(DIR)}``, refusing malformed or repeated names."""
-    adapters: dict[str, Path] = {}
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ConfigError(f"--adapter {spec!r}: expected NAME=DIR, e.g. json=runs/json/adapter")
-        if name in adapters:
-            raise ConfigError(f"--adapter {name}: given twice; each adapter needs its own name")
-        adapters[name] = Path(folder)
-    return adapters
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -104,14 +91,9 @@ def _is_loopback(host: str) -> bool:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tuneforge.adapters import AdapterRegistry
     from tuneforge.models import load_model
-    from tuneforge.serve import (
-        Engine,
-        ModelHost,
-        ServeSettings,
-        create_app,
-        default_adapter_roots,
-    )
+    from tuneforge.serve import Engine, ServeSettings, create_app, default_adapter_roots
     from tuneforge.serve.retrieval import build_retriever
 
     adapters = parse_adapter_specs(args.adapter)
@@ -129,10 +111,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--adapter {settings.model_name}: the base model already has this name")
     retriever = build_retriever(args.store) if args.store else None
     loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    host = ModelHost(loaded.model, loaded.tokenizer)
+    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in adapters.items():
-        host.load(name, folder)
-    engine = Engine(host, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
+        registry.load(name, folder)
+    engine = Engine(registry, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
     app = create_app(engine, settings, retriever=retriever)
     if not _is_loopback(args.host) and settings.api_key is None:
         print(

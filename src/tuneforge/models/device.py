@@ -42,8 +42,3 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in _DTYPES:
         raise ConfigError(f"--dtype {name!r} is not one of auto, float32, bfloat16, float16")
     return _DTYPES[name]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """The config spelling of a torch dtype (``torch.bfloat16`` -> ``"bfloat16"``)."""
-    return str(dtype).removeprefix("torch.")

@@ -1,9 +1,9 @@
 """The FastAPI app: OpenAI-compatible routes, adapter hot swap, health, metrics, auth.
 
-``create_app(engine, settings)`` builds it around an ``Engine`` (which owns the model); the CLI
-runs it with uvicorn, tests run the same app on a loopback port. The engine's worker starts with
-the app and, on shutdown (uvicorn handles SIGTERM: it stops accepting connections and waits for
-open requests), finishes what is queued before it stops.
+``create_app(engine, settings)`` builds it around an ``Engine`` (a queue and a worker over the
+model's ``AdapterRegistry``); the CLI runs it with uvicorn, tests run the same app on a loopback
+port. The engine's worker starts with the app and, on shutdown (uvicorn handles SIGTERM: it stops
+accepting connections and waits for open requests), finishes what is queued before it stops.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from fastapi.responses import PlainTextResponse
 
 from tuneforge.errors import AdapterError
 from tuneforge.serve.completions import build_router
-from tuneforge.serve.config import ServeSettings
+from tuneforge.serve.config import AdapterPathError, ServeSettings, check_adapter_path
 from tuneforge.serve.engine import Engine, UnknownModelError
 from tuneforge.serve.errors import ApiError, install_error_handlers
 from tuneforge.serve.metrics import Metrics, RequestCounter
-from tuneforge.serve.model_host import AdapterPathError, check_adapter_path
 from tuneforge.serve.schemas import (
     LoadAdapterRequest,
     ModelCard,
@@ -71,9 +70,9 @@ def _admin_router() -> APIRouter:
         base = state.settings.model_name
         cards = [ModelCard(id=base, created=state.started, root=base)]
         cards += [
-            ModelCard(id=name, created=state.started, root=str(state.engine.host.adapter_dir(name)), parent=base)
-            for name in state.engine.adapters
-        ]  # fmt: skip
+            ModelCard(id=name, created=state.started, root=str(folder), parent=base)
+            for name, folder in state.engine.registry.folders().items()
+        ]
         return ModelList(data=cards)
 
     @router.post("/v1/load_lora_adapter")
@@ -128,7 +127,7 @@ def create_app(
     """The server app around ``engine``.
 
     Args:
-        engine: owns the model; started and stopped with the app (lifespan).
+        engine: queues and decodes requests; started and stopped with the app (lifespan).
         settings: names, limits, API key, adapter roots.
         retriever: enables ``"rag"`` in chat requests (built from ``--store``); None refuses it.
     """
@@ -150,7 +149,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.retriever = retriever
     app.state.started = int(time.time())
-    app.state.context_length = settings.context_length or engine.host.context_length
+    app.state.context_length = settings.context_length or engine.context_length
     install_error_handlers(app)
 
     @app.get("/health")

@@ -16,8 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from tuneforge.errors import ConfigError
-from tuneforge.generation import GenerationSettings, Reply, prompt_ids
-from tuneforge.serve.decoding import Row
+from tuneforge.generation import GenerationSettings, Reply, Row, prompt_ids
 from tuneforge.serve.engine import Engine, QueueFullError, ShuttingDownError, UnknownModelError
 from tuneforge.serve.errors import ApiError, error_body
 from tuneforge.serve.schemas import (
@@ -245,7 +244,7 @@ def build_router() -> APIRouter:
                     param="rag",
                 )
             messages, sources = await state.retriever(messages, body.rag)
-        ids = prompt_ids(state.engine.host.tokenizer, messages)
+        ids = prompt_ids(state.engine.registry.tokenizer, messages)
         settings = sampling_settings(
             body, len(ids), state.context_length, state.settings.default_max_tokens
         )
@@ -263,7 +262,7 @@ def build_router() -> APIRouter:
     async def completions(body: CompletionRequest, request: Request):
         state = request.app.state
         adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
-        ids = state.engine.host.tokenizer(body.prompt_text())["input_ids"]
+        ids = state.engine.registry.tokenizer(body.prompt_text())["input_ids"]
         if not ids:
             raise ApiError(400, "prompt: empty prompt", code="invalid_request", param="prompt")
         settings = sampling_settings(

@@ -1,11 +1,12 @@
-"""Server settings: one typed object built by the CLI (or a test) and passed to ``create_app``."""
+"""Server settings: one typed object built by the CLI (or a test) and passed to ``create_app``;
+the adapter roots that bound what ``/v1/load_lora_adapter`` may load."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.errors import ConfigError
+from tuneforge.errors import AdapterError, ConfigError
 
 
 @dataclass
@@ -59,3 +60,24 @@ def default_adapter_roots(start_adapters: dict[str, Path], cwd: Path | None = No
         if parent not in roots:
             roots.append(parent)
     return roots
+
+
+class AdapterPathError(AdapterError):
+    """An adapter path outside every allowed adapter root."""
+
+
+def check_adapter_path(path: Path | str, roots: list[Path]) -> Path:
+    """Resolve ``path`` (symlinks followed) and return it if it lies inside one of ``roots``.
+
+    Raises:
+        AdapterPathError: it lies outside them all (``..`` and symlinks cannot escape).
+    """
+    resolved = Path(path).expanduser().resolve()
+    for root in roots:
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    allowed = ", ".join(str(root) for root in roots) or "none (hot loading is off)"
+    raise AdapterPathError(
+        f"{path}: outside the allowed adapter roots ({allowed}); move the adapter there or start "
+        "the server with --adapter-root pointing at its folder"
+    )

@@ -1,36 +1,33 @@
-"""The engine: one worker thread owns the model and drains a bounded queue in batches.
+"""The engine: one worker thread drains a bounded queue of requests in batches.
 
 HTTP handlers never touch the model. They ``submit`` a row and await its events; the worker takes
 up to ``max_batch_size`` waiting rows, splits them into groups that can share a ``generate``
-call (``decoding.group_rows``) and decodes each group as one batch. Adapter loads and unloads
-run on the same thread between batches, so the model never changes under a running batch.
+call (``generation.group_rows``) and decodes each group with ``AdapterRegistry.decode``.
 
 A full queue refuses at once (``QueueFullError`` -> HTTP 429) instead of letting clients hang.
-Unloading an adapter first stops new requests for it, then waits until every request already
-submitted for it has finished, then detaches it.
+Adapters are the registry's: ``submit`` reserves a row's adapter (so an unload waits for it, and
+an adapter being unloaded is refused), a finished row releases it; loads and unloads run in a
+helper thread and take the registry's model lock, so the model never changes under a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.generation import Reply
-from tuneforge.serve.decoding import Row, group_rows
-from tuneforge.serve.model_host import ModelHost
+from tuneforge.adapters import AdapterRegistry
+from tuneforge.errors import AdapterError
+from tuneforge.generation import Reply, Row, group_rows
 
 log = logging.getLogger("tuneforge.serve")
 
-_POLL_SECONDS = 0.02  # how often an idle worker looks for adapter loads/unloads and shutdown
+_POLL_SECONDS = 0.02  # how often an idle worker looks for shutdown
 # After the first request of a batch arrives, how long to wait for others sent at the same
 # moment (seconds): tiny next to a decode, and it lets a burst of clients share one batch.
 BATCH_WINDOW_SECONDS = 0.01
@@ -78,25 +75,20 @@ class Ticket:
 
 
 class Engine:
-    """Queue, worker thread and adapter bookkeeping around a ``ModelHost``.
+    """Queue and worker thread in front of an ``AdapterRegistry``.
 
     Args:
-        host: the model and its adapters; only the worker thread uses it once started.
+        registry: the model and its adapters.
         max_batch_size: most rows decoded together (rows).
         max_queue: most requests waiting (requests); beyond it ``submit`` raises QueueFullError.
     """
 
-    def __init__(self, host: ModelHost, max_batch_size: int = 8, max_queue: int = 64) -> None:
-        self.host = host
+    def __init__(
+        self, registry: AdapterRegistry, max_batch_size: int = 8, max_queue: int = 64
+    ) -> None:
+        self.registry = registry
         self.max_batch_size = max_batch_size
         self._queue: queue.Queue[Ticket] = queue.Queue(maxsize=max_queue)
-        self._controls: queue.Queue[tuple[Callable[[], object], concurrent.futures.Future]] = (
-            queue.Queue()
-        )
-        self._adapters = list(host.names())  # what requests may name (read on the event loop)
-        self._draining: set[str] = set()
-        self._inflight: collections.Counter[str | None] = collections.Counter()
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -122,7 +114,13 @@ class Engine:
     @property
     def adapters(self) -> list[str]:
         """Adapters requests may use now (loaded and not being unloaded)."""
-        return [name for name in self._adapters if name not in self._draining]
+        return self.registry.names()
+
+    @property
+    def context_length(self) -> int:
+        """The model's context window (tokens), from its config (2048 when it has none)."""
+        config = getattr(self.registry.model, "config", None)
+        return int(getattr(config, "max_position_embeddings", 2048))
 
     @property
     def queue_depth(self) -> int:
@@ -137,70 +135,52 @@ class Engine:
             ShuttingDownError: the server is stopping.
             QueueFullError: ``max_queue`` requests are already waiting.
         """
-        if row.adapter is not None and row.adapter not in self.adapters:
-            raise UnknownModelError(row.adapter)
+        try:
+            self.registry.reserve([row.adapter])
+        except AdapterError:
+            raise UnknownModelError(row.adapter) from None
         if self._stopping.is_set():
+            self.registry.release([row.adapter])
             raise ShuttingDownError()
         ticket = Ticket(row=row, loop=asyncio.get_running_loop())
         if stream:
             row.on_text = lambda text: ticket.send("text", text)
-        with self._lock:
-            self._inflight[row.adapter] += 1
         try:
             self._queue.put_nowait(ticket)
         except queue.Full:
-            self._finished(row.adapter)
+            self.registry.release([row.adapter])
             raise QueueFullError() from None
         return ticket
-
-    def _finished(self, adapter: str | None) -> None:
-        with self._lock:
-            self._inflight[adapter] -= 1
-
-    def inflight(self, adapter: str | None) -> int:
-        """Requests submitted for ``adapter`` (None: the base) that have not finished."""
-        with self._lock:
-            return self._inflight[adapter]
 
     # ---- adapters --------------------------------------------------------------------------
 
     async def load_adapter(self, name: str, folder: Path) -> None:
-        """Load an adapter on the worker thread between batches; it is usable on return."""
-        await self._control(lambda: self.host.load(name, folder))
-        self._adapters.append(name)
-
-    async def unload_adapter(self, name: str, poll_seconds: float = 0.01) -> None:
-        """Stop new requests for ``name``, wait for its requests in flight, then unload it.
+        """Load an adapter (after the batch decoding now, if any); it is usable on return.
 
         Raises:
-            UnknownModelError: no adapter of that name is loaded.
+            AdapterError: the name is taken, or the folder is not an adapter for this base.
         """
-        if name not in self.adapters:
-            raise UnknownModelError(name)
-        self._draining.add(name)
-        try:
-            while self.inflight(name) > 0:
-                await asyncio.sleep(poll_seconds)
-            await self._control(lambda: self.host.unload(name))
-            self._adapters.remove(name)
-        finally:
-            self._draining.discard(name)
+        await asyncio.to_thread(self.registry.load, name, folder)
 
-    async def _control(self, action: Callable[[], object]) -> object:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._controls.put((action, future))
-        return await asyncio.wrap_future(future)
+    async def unload_adapter(self, name: str) -> None:
+        """Refuse new requests for ``name``, wait for its requests in flight, then unload it.
+
+        Raises:
+            UnknownModelError: no adapter of that name is loaded (or it is being unloaded).
+        """
+        try:
+            await asyncio.to_thread(self.registry.unload, name)
+        except AdapterError:
+            raise UnknownModelError(name) from None
 
     # ---- worker ----------------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            self._run_controls()
             try:
                 first = self._queue.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 if self._stopping.is_set():
-                    self._run_controls()
                     return
                 continue
             batch = [first]
@@ -215,27 +195,15 @@ class Engine:
                     break
             self._run_batch(batch)
 
-    def _run_controls(self) -> None:
-        while True:
-            try:
-                action, future = self._controls.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(action())
-            except Exception as err:  # handed to the awaiting handler, which reports it
-                future.set_exception(err)
-
     def _run_batch(self, batch: list[Ticket]) -> None:
         self.batches += 1
         self.batched_rows += len(batch)
         rows = [ticket.row for ticket in batch]
         for group in group_rows(rows):
             tickets = [batch[index] for index in group]
+            members = [ticket.row for ticket in tickets]
             try:
-                replies = self.host.generate([ticket.row for ticket in tickets])
+                replies = self.registry.decode(members)
             except Exception as err:
                 # Reported to each client as a 500 and logged; the worker keeps serving.
                 log.exception("generation failed for a batch of %d rows", len(tickets))
@@ -245,5 +213,4 @@ class Engine:
                 for ticket, reply in zip(tickets, replies, strict=True):
                     ticket.send("done", reply)
             finally:
-                for ticket in tickets:
-                    self._finished(ticket.row.adapter)
+                self.registry.release([row.adapter for row in members])
