@@ -70,8 +70,8 @@ def register(subparsers) -> None:
         "--min-similarity",
         type=float,
         default=None,
-        help="refuse without generating when no source's cosine similarity reaches this "
-        "(default 0.3)",
+        help="answer \"I don't know.\" without generating when no source's cosine similarity "
+        "reaches this (default 0.3)",
     )
     add_sampling_options(ask)
     ask.add_argument("question", help="the question")
@@ -161,7 +161,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def run_ask(args: argparse.Namespace) -> int:
     from tuneforge.cli.model_commands import _load, _settings
-    from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, cited_sources
+    from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, parse_citations
 
     store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
     model, tokenizer, _ = _load(args)
@@ -174,14 +174,14 @@ def run_ask(args: argparse.Namespace) -> int:
         settings=_settings(args),
         mode=args.mode,
         min_similarity=MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
-        system=args.system,
         source_filter=args.source,
+        client_system=args.system,
     )
     print(result.text)
     if not result.hits:
         print("\n(no source in the store is close enough to this question)")
         return 0
-    cited = cited_sources(result.text, len(result.hits))
+    cited = parse_citations(result.text, len(result.hits))
     print("\nSources:")
     for n, hit in enumerate(result.hits, start=1):
         mark = "*" if n in cited else " "
