@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.evaluate.arms import COMPARE_ARMS
-from tuneforge.evaluate.results import ARMS, TASKS, Comparison
+from tuneforge.evaluate.arms import COMPARE_ARMS, Arm
+from tuneforge.evaluate.results import ARMS, TASKS, Comparison, UpdateCost
 
 MARGIN = 0.05
 """Two rates closer than this (5 percentage points) count as a tie in the recommendation."""
@@ -50,18 +50,20 @@ def _best(values: dict[str, float], higher_is_better: bool) -> str:
     return next(arm for arm in ARMS if arm in measured and sign * measured[arm] == top)
 
 
+def _update_cost(arm: Arm, cost: UpdateCost) -> float:
+    """Seconds to update one fact for ``arm``."""
+    if arm.rag:
+        return cost.reingest_seconds  # a store update suffices: the retrieved passage overrides
+    if arm.adapter is not None:
+        return cost.retrain_seconds  # facts live in the fine-tune: it must be re-trained
+    return math.nan  # the base knows no facts to update
+
+
 def _update_costs(comparison: Comparison) -> dict[str, float]:
     cost = comparison.update_cost
     if cost is None:
         return dict.fromkeys(ARMS, math.nan)
-    # Base knows no facts to update; a store update suffices for an arm with retrieval (the
-    # retrieved passage overrides); an arm on a fine-tune without retrieval must be re-trained.
-    return {
-        arm.name: cost.reingest_seconds
-        if arm.rag
-        else (cost.retrain_seconds if arm.adapter else math.nan)
-        for arm in COMPARE_ARMS
-    }
+    return {arm.name: _update_cost(arm, cost) for arm in COMPARE_ARMS}
 
 
 def classic_table(comparison: Comparison) -> list[TableRow]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate import metrics as m
+from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
 from tuneforge.rag.replies import is_refusal
 
 METRICS = ("perplexity", "exact_match", "contains_answer", "json", "citation", "refusal", "latency")
@@ -162,7 +163,12 @@ def plain_responder(
 
 
 def rag_responder(
-    model, tokenizer, store, settings=None, top_k: int = 3, prompt_format: str = "sources"
+    model,
+    tokenizer,
+    store,
+    settings=None,
+    top_k: int = 3,
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
 ) -> Responder:
     """Answer with retrieval through ``tuneforge.rag.answer``, the path ``rag ask`` takes.
 
