@@ -54,11 +54,11 @@ def prompts(monkeypatch) -> list[list[dict]]:
     return seen
 
 
-def _server_messages(store, messages: list[dict]) -> tuple[list[dict], list]:
+def _server_messages(store, messages: list[dict], top_k: int = TOP_K) -> tuple[list[dict], list]:
     def search(question, top_k, mode):
         return store.search(question, top_k=top_k, mode=mode)
 
-    return asyncio.run(make_retriever(search)(messages, RagOptions(top_k=TOP_K)))
+    return asyncio.run(make_retriever(search)(messages, RagOptions(top_k=top_k)))
 
 
 def _bytes(messages: list[dict]) -> str:
@@ -110,6 +110,21 @@ def test_client_system_and_earlier_turns_are_placed_alike(store, prompts):
     assert _bytes(evaluated) == _bytes(library) == _bytes(served)
     assert [m["role"] for m in served] == ["system", "user", "assistant", "user"]
     assert served[0]["content"].endswith("\n\nAnswer in French.")
+
+
+def test_rag_ask_system_option_is_the_clients_system_text(store, prompts, tiny_model_dir):
+    from tuneforge.cli import main
+
+    store_args = ["--store", str(store.folder), "--model", str(tiny_model_dir)]
+    assert main(["rag", "ask", *store_args, "--system", "Answer in French.", QUESTION]) == 0
+    answer(QUESTION, store, None, None, client_system="Answer in French.")
+    served, _ = _server_messages(
+        store,
+        [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": QUESTION}],
+        top_k=5,  # rag ask's default
+    )
+    rag_ask, library = prompts
+    assert _bytes(rag_ask) == _bytes(library) == _bytes(served)
 
 
 def test_nothing_relevant_is_the_same_refusal_everywhere(store, prompts):
