@@ -94,7 +94,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from tuneforge.rag import RagStore, load_embedder
-    from tuneforge.rag.store import ChunkRecord, DocumentRecord
+    from tuneforge.rag.vector_store import ChunkRecord, DocumentRecord
 
     rng = np.random.default_rng(args.seed)
     words = synthetic_words(rng)

@@ -73,7 +73,7 @@ def similarity_table(store, items) -> str:
 def answers_table(store, items, model_ref: str, top_k: int, mode: str) -> tuple[str, list[str]]:
     from tuneforge.generation import GenerationSettings
     from tuneforge.models import load_model
-    from tuneforge.rag import answer, cited_sources
+    from tuneforge.rag import answer, parse_citations
 
     loaded = load_model(model_ref)
     settings = GenerationSettings(max_new_tokens=64)
@@ -85,7 +85,7 @@ def answers_table(store, items, model_ref: str, top_k: int, mode: str) -> tuple[
             seconds.append(result.reply.seconds)
         cited = [
             Path(result.hits[n - 1].source).name
-            for n in cited_sources(result.text, len(result.hits))
+            for n in parse_citations(result.text, len(result.hits))
         ]
         if q.answerable:
             answerable += 1
@@ -138,7 +138,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     args = parser.parse_args()
 
-    from tuneforge.rag import RagStore
+    from tuneforge.rag import MIN_SIMILARITY, RagStore
     from tuneforge.tasks.knowledge_base import corpus_dir, questions
 
     items = questions()
@@ -156,7 +156,7 @@ def main() -> int:
             f"({stats.chunk_size}-token chunks, overlap {stats.overlap}), embedding model "
             f"{stats.embedding_model}; {len(answerable)} answerable questions; ingest "
             f"{ingest.seconds:.1f} s.\n\n### Retrieval\n\n{table}\n\n"
-            "### Best dense similarity per question (refusal threshold 0.3)\n\n"
+            f"### Best dense similarity per question (refusal threshold {MIN_SIMILARITY})\n\n"
             f"{similarity_table(store, items)}\n"
         )
         if args.answers:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from tuneforge.tasks import json_orders
 
 
@@ -46,12 +44,6 @@ def test_check_rejects_what_a_chatty_model_writes():
     for text, words in cases.items():
         valid, _, errors = json_orders.check(text)
         assert not valid and any(words in error for error in errors), (text, errors)
-
-
-def test_field_matches():
-    expected = json.loads(json_orders.load_records("test")[0]["answer"])
-    assert all(json_orders.field_matches(expected, expected).values())
-    assert not any(json_orders.field_matches(None, expected).values())
 
 
 def test_demo_names_resolve_to_the_shipped_files_and_a_local_file_wins(tmp_path, monkeypatch):

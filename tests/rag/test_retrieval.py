@@ -8,7 +8,7 @@ import pytest
 
 from tuneforge.errors import ConfigError
 from tuneforge.rag import RagStore, reciprocal_rank_fusion
-from tuneforge.rag.store import ChunkRecord, VectorStore
+from tuneforge.rag.vector_store import ChunkRecord, VectorStore
 from tuneforge.tasks.knowledge_base import corpus_dir
 
 

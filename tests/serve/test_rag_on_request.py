@@ -1,5 +1,6 @@
 """RAG on request: ``"rag": {"top_k": k}`` retrieves, puts numbered sources in the prompt and
-returns them in ``sources``.
+returns them in ``sources``; nothing relevant found means no sources (the answer is the house
+refusal, by ``tuneforge.rag``'s rule, the same as ``rag ask``).
 
 The fast tests search a fixed list of passages (``make_retriever`` over a plain function, so no
 embedding model loads); the slow test runs the real store and the real default model.
@@ -7,6 +8,7 @@ embedding model loads); the slow test runs the real store and the real default m
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -67,18 +69,68 @@ def test_rag_reply_carries_the_sources_it_put_in_the_prompt(rag_server):
     status, text = ask(rag_server, question, rag={"top_k": 2})
     assert status == 200
     reply = json.loads(text)
-    # The shipping passage shares no word with the question: too dissimilar to be a source.
-    assert [source["index"] for source in reply["sources"]] == [1]
-    assert reply["sources"][0]["source"] == "/docs/warranty.md"
+    # The best passage is relevant, so all top_k are sources, the weak shipping one too (in
+    # hybrid search a word match with low similarity can be the one holding the answer).
+    assert [source["index"] for source in reply["sources"]] == [1, 2]
+    assert [source["source"] for source in reply["sources"]] == [
+        "/docs/warranty.md",
+        "/docs/shipping.md",
+    ]
     assert "3 years" in reply["sources"][0]["text"]
     # The passage went into the prompt: far more prompt tokens than the bare question.
     assert reply["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 30
 
 
-def test_unrelated_passages_are_not_sources(rag_server):
+def test_nothing_relevant_is_the_refusal_without_calling_the_model(rag_server):
+    from tuneforge.rag import REFUSAL
+
+    batches = rag_server.engine.batches
     status, text = ask(rag_server, "zebra xylophone", rag={"top_k": 2})
     assert status == 200
-    assert json.loads(text)["sources"] == []
+    reply = json.loads(text)
+    assert reply["sources"] == []
+    assert reply["choices"][0]["message"]["content"] == REFUSAL
+    assert reply["choices"][0]["finish_reason"] == "stop"
+    assert reply["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    # Streamed through the official client: the same refusal, the same empty sources.
+    chunks = list(
+        rag_server.client().chat.completions.create(
+            model=BASE_NAME,
+            messages=[{"role": "user", "content": "zebra xylophone"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"rag": {"top_k": 2}},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == REFUSAL
+    finals = [c.model_dump() for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals[0]["choices"][0]["finish_reason"] == "stop" and finals[0]["sources"] == []
+    assert chunks[-1].usage.total_tokens == 0
+    assert rag_server.engine.batches == batches  # no request reached the model
+
+
+def test_retriever_builds_the_prompt_with_the_shared_rag_functions():
+    from tuneforge.rag import rag_prompt
+    from tuneforge.serve.schemas import RagOptions
+
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "How long is the warranty period of the lamp?"},
+    ]
+    retrieve = make_retriever(word_search)
+    messages, sources = asyncio.run(retrieve(conversation, RagOptions(top_k=2)))
+    hits = word_search(conversation[-1]["content"], 2, "hybrid")
+    expected = rag_prompt(
+        conversation[-1]["content"], hits, client_system="Be brief.", history=conversation[1:3]
+    )
+    assert messages == expected.messages
+    assert [s.source for s in sources] == [h.source for h in expected.hits]
+    # Nothing relevant: no prompt and no sources (the endpoint answers the refusal itself).
+    messages, sources = asyncio.run(retrieve([{"role": "user", "content": "zebra"}], RagOptions()))
+    assert (messages, sources) == (None, [])
 
 
 def test_rag_works_with_an_adapter_and_streaming(rag_server):

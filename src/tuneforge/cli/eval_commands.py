@@ -1,4 +1,4 @@
-"""``tuneforge eval`` (metrics on a data file) and ``tuneforge compare`` (the four arms)."""
+"""``tuneforge eval`` (metrics on a data file) and ``tuneforge compare`` (arms × tasks)."""
 
 from __future__ import annotations
 

@@ -70,8 +70,8 @@ def register(subparsers) -> None:
         "--min-similarity",
         type=float,
         default=None,
-        help="refuse without generating when no source's cosine similarity reaches this "
-        "(default 0.3)",
+        help="answer \"I don't know.\" without generating when no source's cosine similarity "
+        "reaches this (default 0.3)",
     )
     add_sampling_options(ask)
     ask.add_argument("question", help="the question")
@@ -160,28 +160,28 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from tuneforge.cli.model_commands import _load, _settings
-    from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, cited_sources
+    from tuneforge.cli.options import load_model_from_options, settings_from_options
+    from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, parse_citations
 
     store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
-    model, tokenizer, _ = _load(args)
+    model, tokenizer, _ = load_model_from_options(args)
     result = answer(
         args.question,
         store,
         model,
         tokenizer,
         top_k=args.top_k,
-        settings=_settings(args),
+        settings=settings_from_options(args),
         mode=args.mode,
         min_similarity=MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
-        system=args.system,
         source_filter=args.source,
+        client_system=args.system,
     )
     print(result.text)
     if not result.hits:
         print("\n(no source in the store is close enough to this question)")
         return 0
-    cited = cited_sources(result.text, len(result.hits))
+    cited = parse_citations(result.text, len(result.hits))
     print("\nSources:")
     for n, hit in enumerate(result.hits, start=1):
         mark = "*" if n in cited else " "

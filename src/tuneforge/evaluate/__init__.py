@@ -1,4 +1,4 @@
-"""Evaluate and compare: metrics, the four-arm fine-tuning vs retrieval comparison, reports.
+"""Evaluate and compare: metrics, the fine-tuning vs retrieval comparison (arms × tasks), reports.
 
     from tuneforge.evaluate import evaluate, load_eval_data, compare, write_report
     result = evaluate(model, tokenizer, load_eval_data("qa.jsonl"), ["contains_answer", "latency"])
@@ -17,10 +17,8 @@ from tuneforge.evaluate.metrics import (
     contains_answer,
     exact_match,
     field_accuracy,
-    is_refusal,
     latency_stats,
     normalize_answer,
-    parse_citations,
     parse_json_reply,
     perplexity,
     refusal_scores,
@@ -40,10 +38,11 @@ from tuneforge.evaluate.results import (
     save_comparison,
 )
 from tuneforge.evaluate.runner import METRICS, EvalResult, Response, evaluate, load_eval_data
+from tuneforge.rag.replies import is_refusal, parse_citations
 
 
 def compare(*args, **kwargs):
-    """Run the four-arm comparison; see :func:`tuneforge.evaluate.compare.compare`."""
+    """Run the comparison of arms × tasks; see :func:`tuneforge.evaluate.compare.compare`."""
     from tuneforge.evaluate.compare import compare as run
 
     return run(*args, **kwargs)

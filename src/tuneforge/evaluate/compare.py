@@ -1,4 +1,4 @@
-"""``tuneforge compare``: base, base+RAG, fine-tuned and fine-tuned+RAG on the bundled tasks.
+"""``tuneforge compare``: every arm of :mod:`tuneforge.evaluate.arms` on every task.
 
 What it runs, in order (every output under ``out``):
 
@@ -9,7 +9,8 @@ What it runs, in order (every output under ``out``):
    a fact changes.
 2. Stores (``stores/``): the knowledge base documents (copied to ``kb_docs/`` so one can be
    edited), and the JSON task's training examples (retrieved as demonstrations).
-3. The four arms on (a) knowledge questions (answerable and unanswerable) and (b) JSON prompts.
+3. The arms (base, base+RAG, fine-tuned, fine-tuned+RAG) on (a) knowledge questions
+   (answerable and unanswerable) and (b) JSON prompts: one loop over the table of arms × tasks.
 4. Forgetting: general perplexity and general-question accuracy of base, full and LoRA.
 5. Cost to update one fact: edit one document, re-ingest, ask base+RAG again.
 
@@ -26,26 +27,32 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneforge.errors import ConfigError
+from tuneforge.evaluate.arms import COMPARE_TASKS, Arm, Task, arms_for
 from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve, UpdateCost
 from tuneforge.evaluate.runner import (
     QA_SYSTEM_PROMPT,
-    Response,
+    Responder,
     evaluate,
     load_eval_data,
     plain_responder,
     rag_responder,
 )
 
+if TYPE_CHECKING:
+    from tuneforge.generation import GenerationSettings
+    from tuneforge.rag import RagStore
+
 
 @dataclass
 class Budget:
-    """How much to train and ask.
+    """How much to train and ask, and the fine-tunes' LoRA shape.
 
     Attributes:
         kb_answerable: answerable knowledge questions asked (of 35).
@@ -56,7 +63,10 @@ class Budget:
         json_steps: optimizer steps of the JSON LoRA fine-tune.
         json_examples: training examples put in the JSON demonstration store.
         batch_size: examples per optimizer step.
-        max_new_tokens: reply length cap (tokens).
+        max_new_tokens: reply length cap of the knowledge and general questions (tokens).
+        json_max_new_tokens: reply length cap of the JSON task (tokens; an order is ~33).
+        lora_r: LoRA rank of every LoRA fine-tune.
+        lora_alpha: LoRA scaling numerator (peft's ``lora_alpha``).
     """
 
     kb_answerable: int
@@ -68,6 +78,9 @@ class Budget:
     json_examples: int
     batch_size: int = 8
     max_new_tokens: int = 40
+    json_max_new_tokens: int = 64
+    lora_r: int = 16
+    lora_alpha: float = 32.0
 
 
 BUDGETS = {
@@ -93,12 +106,14 @@ BUDGETS = {
     ),
 }
 
-LORA_LR = 1e-3
-"""LoRA learning rate (the usual LoRA range is ~10x a full fine-tune's)."""
-FULL_LR = 5e-5
-"""Full fine-tuning learning rate."""
+LEARNING_RATES = {"lora": 1e-3, "full": 5e-5}
+"""Learning rate per method (the usual LoRA range is ~10x a full fine-tune's)."""
 
-JSON_RAG_TEMPLATE = "{system}\n\nExamples of requests and the JSON they become:\n\n{examples}"
+MAX_LENGTH = 256
+"""Training sequence length (tokens): every Q/A pair and JSON example fits."""
+
+RAG_TOP_K = 3
+"""Hits retrieved per question by the arms with retrieval."""
 
 
 def general_asset(name: str) -> Path:
@@ -154,26 +169,29 @@ def knowledge_training_records(items: list[dict]) -> list[dict]:
     ]
 
 
-def _train(name: str, data: Path, method: str, steps: int, lr: float, out: Path, args) -> tuple:
+def _train(name: str, data: Path, method: str, steps: int, b: Budget, out: Path, args) -> tuple:
     """Run one training; return (run result, wall seconds including model loading)."""
-    from tuneforge.train import TrainConfig, train
+    from tuneforge.train import load_config, train
 
-    config = TrainConfig(
-        data=str(data),
-        model=args["model"],
-        method=method,
-        out=str(out / "runs" / name),
-        max_steps=steps,
-        lr=lr,
-        batch_size=args["batch_size"],
-        max_length=256,
-        lora_r=16,
-        lora_alpha=32.0,
-        warmup_ratio=0.1,
-        device=args["device"],
-        force=True,
-        progress=args["progress"],
-        num_threads=args["num_threads"],
+    config = load_config(
+        None,
+        {
+            "data": str(data),
+            "model": args["model"],
+            "method": method,
+            "out": str(out / "runs" / name),
+            "max_steps": steps,
+            "lr": LEARNING_RATES[method],
+            "batch_size": b.batch_size,
+            "max_length": MAX_LENGTH,
+            "lora_r": b.lora_r,
+            "lora_alpha": b.lora_alpha,
+            "warmup_ratio": 0.1,
+            "device": args["device"],
+            "force": True,
+            "progress": args["progress"],
+            "num_threads": args["num_threads"],
+        },
     )
     start = time.perf_counter()
     result = train(config, home=args["home"], log=lambda line: None)
@@ -187,26 +205,75 @@ def _loss_curve(name: str, run_dir: Path) -> LossCurve:
     return LossCurve(name, [int(r["step"]) for r in records], [float(r["loss"]) for r in records])
 
 
-def json_rag_responder(
-    model, tokenizer, store, settings, top_k: int = 3
-) -> Callable[[dict], Response]:
-    """Retrieval for the format task: the most similar training examples as demonstrations."""
-    from tuneforge.generation import generate
+@dataclass
+class TaskInputs:
+    """What one task's arms are asked, and what they retrieve from.
 
-    def respond(item: dict) -> Response:
-        start = time.perf_counter()
-        hits = store.search(item["prompt"], top_k=top_k, mode="hybrid")
-        system = JSON_RAG_TEMPLATE.format(
-            system=item.get("system") or "", examples="\n\n".join(hit.text.strip() for hit in hits)
+    Attributes:
+        task: the task's row of the table.
+        items: evaluation items.
+        store: the store the arms with retrieval search (a ``RagStore``).
+        settings: generation settings.
+        schema: JSON schema for the ``json`` metric (None for other tasks).
+    """
+
+    task: Task
+    items: list[dict]
+    store: RagStore
+    settings: GenerationSettings
+    schema: Mapping | None = None
+
+
+def arm_responder(arm: Arm, inputs: TaskInputs, model, tokenizer) -> Responder:
+    """How ``arm`` answers ``inputs``' items: the model alone, or with retrieval in the task's
+    prompt format."""
+    if arm.rag:
+        return rag_responder(
+            model,
+            tokenizer,
+            inputs.store,
+            inputs.settings,
+            top_k=RAG_TOP_K,
+            prompt_format=inputs.task.prompt_format,
         )
-        messages = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": item["prompt"]},
-        ]
-        reply = generate(model, tokenizer, messages, settings)
-        return Response(reply.text.strip(), time.perf_counter() - start)
+    return plain_responder(model, tokenizer, inputs.settings, inputs.task.plain_system)
 
-    return respond
+
+def run_arms(
+    tasks: list[TaskInputs],
+    model_for: Callable[[Arm, Task], object],
+    tokenizer,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[ArmResult]:
+    """Every arm on every task (the table of :mod:`tuneforge.evaluate.arms`), one result each.
+
+    Args:
+        tasks: the tasks with their items, stores and settings.
+        model_for: the model an arm runs on for a task (the base, or the task's fine-tune).
+        tokenizer: the tokenizer shared by the base and its fine-tunes.
+        progress: show progress bars.
+        log: where one line per (task, arm) goes.
+    """
+    results = []
+    for inputs in tasks:
+        task = inputs.task
+        for arm in arms_for(task):
+            log(f"{task.name}: {arm.name} ({len(inputs.items)} prompts)")
+            model = model_for(arm, task)
+            result = evaluate(
+                model,
+                tokenizer,
+                inputs.items,
+                task.metrics_for(arm),
+                schema=inputs.schema,
+                responder=arm_responder(arm, inputs, model, tokenizer),
+                progress=progress,
+            )
+            results.append(
+                ArmResult(arm.name, task.name, result.metrics, _samples(result.rows, task.verdict))
+            )
+    return results
 
 
 def _samples(rows: list[dict], verdict_key: str, count: int = 2) -> list[dict]:
@@ -308,33 +375,25 @@ def compare(
         out / "data" / "knowledge_qa.jsonl", knowledge_training_records(all_kb)
     )
     settings = GenerationSettings(max_new_tokens=b.max_new_tokens)
-    json_settings = GenerationSettings(max_new_tokens=64)
     args = {
         "model": model,
         "device": device,
         "home": home,
-        "batch_size": b.batch_size,
         "progress": progress,
         "num_threads": num_threads,
     }
 
     # -- training -----------------------------------------------------------------------------
-    step(f"training knowledge-lora ({b.knowledge_steps} steps)")
-    k_lora, k_lora_s = _train(
-        "knowledge-lora", knowledge_data, "lora", b.knowledge_steps, LORA_LR, out, args
-    )
-    step(f"training knowledge-full ({b.knowledge_steps} steps)")
-    k_full, _ = _train(
-        "knowledge-full", knowledge_data, "full", b.knowledge_steps, FULL_LR, out, args
-    )
-    step(f"training json-lora ({b.json_steps} steps)")
-    j_lora, _ = _train(
-        "json-lora", json_orders.asset_path("train"), "lora", b.json_steps, LORA_LR, out, args
-    )
-    curves = [
-        _loss_curve(n, r.run_dir)
-        for n, r in (("knowledge-lora", k_lora), ("knowledge-full", k_full), ("json-lora", j_lora))
+    trainings = [  # (run name, data, method, optimizer steps)
+        ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps),
+        ("knowledge-full", knowledge_data, "full", b.knowledge_steps),
+        ("json-lora", json_orders.asset_path("train"), "lora", b.json_steps),
     ]
+    runs, train_seconds = {}, {}
+    for name, data, method, steps in trainings:
+        step(f"training {name} ({steps} steps)")
+        runs[name], train_seconds[name] = _train(name, data, method, steps, b, out, args)
+    curves = [_loss_curve(name, runs[name].run_dir) for name, *_ in trainings]
 
     # -- stores -------------------------------------------------------------------------------
     step("ingesting the knowledge base and the JSON examples")
@@ -354,90 +413,42 @@ def compare(
     json_store = RagStore(out / "stores" / "json_examples", embedder=embedder)
     json_store.ingest(examples_file, progress=False)
 
-    # -- the four arms ------------------------------------------------------------------------
-    qa_metrics = ["exact_match", "contains_answer", "refusal", "latency"]
-    schema = json_orders.SCHEMA
-    arms: list[ArmResult] = []
-
-    def run_arm(
-        arm: str, task: str, model_, tokenizer, items, metrics, responder, verdict: str
-    ) -> dict:
-        step(f"{task}: {arm} ({len(items)} prompts)")
-        result = evaluate(
-            model_, tokenizer, items, metrics, schema=schema, responder=responder, progress=progress
-        )
-        arms.append(ArmResult(arm, task, result.metrics, _samples(result.rows, verdict)))
-        return result.metrics
+    # -- the arms × tasks -----------------------------------------------------------------------
+    prepared = {  # task -> (items, store, settings, schema)
+        "knowledge": (kb_eval, kb_store, settings, None),
+        "json": (
+            json_eval,
+            json_store,
+            GenerationSettings(max_new_tokens=b.json_max_new_tokens),
+            json_orders.SCHEMA,
+        ),
+    }
+    tasks = [TaskInputs(task, *prepared[task.name]) for task in COMPARE_TASKS]
 
     def loaded():
         return load_model(model, device=device, home=home, progress=False)
 
     base = loaded()
     bm, tok = base.model, base.tokenizer
-    run_arm(
-        "base",
-        "knowledge",
-        bm,
-        tok,
-        kb_eval,
-        qa_metrics,
-        plain_responder(bm, tok, settings),
-        "contains_answer",
-    )
-    run_arm(
-        "base+rag", "knowledge", bm, tok, kb_eval, [*qa_metrics, "citation"],
-        rag_responder(bm, tok, kb_store, settings), "contains_answer",
-    )  # fmt: skip
-    run_arm(
-        "base",
-        "json",
-        bm,
-        tok,
-        json_eval,
-        ["json", "latency"],
-        plain_responder(bm, tok, json_settings, None),
-        "schema_valid",
-    )
-    run_arm(
-        "base+rag", "json", bm, tok, json_eval, ["json", "latency"],
-        json_rag_responder(bm, tok, json_store, json_settings), "schema_valid",
-    )  # fmt: skip
+    tuned: dict[str, object] = {}  # training run name -> base + its adapter, loaded once
 
-    km = attach_adapter(loaded().model, k_lora.output_dir)
-    run_arm(
-        "fine-tuned",
-        "knowledge",
-        km,
-        tok,
-        kb_eval,
-        qa_metrics,
-        plain_responder(km, tok, settings),
-        "contains_answer",
-    )
-    run_arm(
-        "fine-tuned+rag", "knowledge", km, tok, kb_eval, [*qa_metrics, "citation"],
-        rag_responder(km, tok, kb_store, settings), "contains_answer",
-    )  # fmt: skip
-    jm = attach_adapter(loaded().model, j_lora.output_dir)
-    run_arm(
-        "fine-tuned",
-        "json",
-        jm,
-        tok,
-        json_eval,
-        ["json", "latency"],
-        plain_responder(jm, tok, json_settings, None),
-        "schema_valid",
-    )
-    run_arm(
-        "fine-tuned+rag", "json", jm, tok, json_eval, ["json", "latency"],
-        json_rag_responder(jm, tok, json_store, json_settings), "schema_valid",
-    )  # fmt: skip
-    del jm
+    def tuned_model(run: str):
+        if run not in tuned:
+            tuned[run] = attach_adapter(loaded().model, runs[run].output_dir)
+        return tuned[run]
+
+    def model_for(arm: Arm, task: Task):
+        return bm if arm.adapter is None else tuned_model(task.adapters[arm.adapter])
+
+    arms = run_arms(tasks, model_for, tok, progress, step)
 
     # -- forgetting ---------------------------------------------------------------------------
+    km = tuned_model("knowledge-lora")
+    tuned.clear()  # free the other fine-tunes before loading the full one
     forgetting = []
-    full_model = load_model(str(k_full.output_dir), device=device, home=home, progress=False).model
+    full_model = load_model(
+        str(runs["knowledge-full"].output_dir), device=device, home=home, progress=False
+    ).model
     for method, steps, model_ in (
         ("base", 0, bm),
         ("full", b.knowledge_steps, full_model),
@@ -465,13 +476,15 @@ def compare(
         start = time.perf_counter()
         kb_store.ingest(kb_docs, progress=False)
         reingest_s = time.perf_counter() - start
-        reply = rag_responder(bm, tok, kb_store, settings)({"prompt": item["question"]})
+        reply = rag_responder(bm, tok, kb_store, settings, top_k=RAG_TOP_K)(
+            {"prompt": item["question"]}
+        )
         from tuneforge.evaluate.metrics import contains_answer
 
         update = UpdateCost(
             fact=f"{path.name}: {old!r} changed to {new!r}; base+RAG then answered {reply.text!r}",
             reingest_seconds=reingest_s,
-            retrain_seconds=k_lora_s,
+            retrain_seconds=train_seconds["knowledge-lora"],
             reingest_recalled=contains_answer(reply.text, new),
         )
 
@@ -480,9 +493,9 @@ def compare(
         budget=budget,
         settings={
             **asdict(b),
-            "lora_lr": LORA_LR,
-            "full_lr": FULL_LR,
-            "lora_r": 16,
+            "lora_lr": LEARNING_RATES["lora"],
+            "full_lr": LEARNING_RATES["full"],
+            "rag_top_k": RAG_TOP_K,
             "knowledge_train_pairs": len(knowledge_training_records(all_kb)),
             "note": "the fine-tuned arm is asked the questions it was trained on (its best case)",
         },

@@ -2,7 +2,9 @@
 
 Each scoring function is pure (text in, number or verdict out) except :func:`perplexity`, which
 runs a model. The runner (:mod:`tuneforge.evaluate.runner`) applies them over a data set and
-averages; the report only formats what these return.
+averages; the report only formats what these return. Reading a reply (which ``[n]`` it cites,
+whether it refuses) is ``tuneforge.rag.parse_citations`` / ``tuneforge.rag.is_refusal``, the
+rules ``rag ask`` uses too.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from tuneforge.rag.replies import CITATION_PATTERN, parse_citations
+
 # --------------------------------------------------------------------------------------------
 # Question answering
 # --------------------------------------------------------------------------------------------
 
-_CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "‘’“”")
 
@@ -30,7 +33,7 @@ def normalize_answer(text: str) -> str:
     Rajpurkar et al. 2016, the normalisation of the official SQuAD evaluation script, plus the
     removal of citation markers so "Oslo [1]." matches "Oslo".
     """
-    text = _CITATION.sub(" ", text).lower().translate(_PUNCTUATION)
+    text = CITATION_PATTERN.sub(" ", text).lower().translate(_PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -62,28 +65,6 @@ def contains_answer(prediction: str, answers: str | Sequence[str]) -> bool:
 # --------------------------------------------------------------------------------------------
 # Refusals and hallucination
 # --------------------------------------------------------------------------------------------
-
-_REFUSAL = re.compile(
-    r"(i\s+(do\s+not|don'?t|cannot|can'?t)\s+(know|find|answer|say|tell)"
-    r"|i'?m\s+not\s+(sure|aware|able)"
-    r"|i\s+am\s+not\s+(sure|aware|able)"
-    r"|(cannot|can'?t|unable\s+to)\s+(be\s+)?(answer|determine|find)"
-    r"|no\s+(information|mention|answer|data|record)"
-    r"|not\s+(mentioned|stated|provided|specified|found|available|given|in\s+the\s+(sources|documents|context))"
-    r"|(sources|documents|context)\s+(do\s+not|don'?t)\s+(say|mention|contain|include|provide)"
-    r"|there\s+is\s+no\s+(information|mention)"
-    r"|unknown)",
-    re.IGNORECASE,
-)
-
-
-def is_refusal(text: str) -> bool:
-    """True when a reply declines to answer ("I don't know", "not in the sources", ...).
-
-    A phrase list, not a model: good enough to tell an answer from a refusal in the short replies
-    a QA prompt asks for. An empty reply counts as a refusal.
-    """
-    return not text.strip() or bool(_REFUSAL.search(text.replace("’", "'")))
 
 
 @dataclass
@@ -136,17 +117,6 @@ def _ratio(part: int, whole: int) -> float:
 # --------------------------------------------------------------------------------------------
 # Citations
 # --------------------------------------------------------------------------------------------
-
-
-def parse_citations(text: str) -> list[int]:
-    """The source numbers cited as ``[n]``, ``[n, m]`` or ``[n][m]``, in order, without repeats."""
-    seen: list[int] = []
-    for group in _CITATION.findall(text):
-        for piece in re.split(r"[,;]", group):
-            number = int(piece.strip())
-            if number not in seen:
-                seen.append(number)
-    return seen
 
 
 def citation_correct(

@@ -1,4 +1,4 @@
-"""The report's figures as PNG bytes: loss curves, the four arms per metric, forgetting.
+"""The report's figures as PNG bytes: loss curves, the arms per metric, forgetting.
 
 Built on ``matplotlib.figure.Figure`` directly (no pyplot), so no global figure state and no
 display backend are involved; each function returns the PNG file's bytes.
@@ -73,7 +73,7 @@ def plot_arms(comparison: Comparison) -> bytes:
     top.set_ylim(0, 1.3)  # headroom for the legend above 100% bars
     top.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     top.set_ylabel("fraction of questions")
-    top.set_title("The four arms per metric (↑ higher is better, ↓ lower is better)")
+    top.set_title("The arms per metric (↑ higher is better, ↓ lower is better)")
     top.legend(fontsize=8, ncols=4, loc="upper center")
     top.grid(axis="y", alpha=0.3)
 

@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.evaluate.results import ARMS, Comparison
+from tuneforge.evaluate.arms import COMPARE_ARMS, Arm
+from tuneforge.evaluate.results import ARMS, TASKS, Comparison, UpdateCost
 
 MARGIN = 0.05
 """Two rates closer than this (5 percentage points) count as a tie in the recommendation."""
@@ -49,18 +50,20 @@ def _best(values: dict[str, float], higher_is_better: bool) -> str:
     return next(arm for arm in ARMS if arm in measured and sign * measured[arm] == top)
 
 
+def _update_cost(arm: Arm, cost: UpdateCost) -> float:
+    """Seconds to update one fact for ``arm``."""
+    if arm.rag:
+        return cost.reingest_seconds  # a store update suffices: the retrieved passage overrides
+    if arm.adapter is not None:
+        return cost.retrain_seconds  # facts live in the fine-tune: it must be re-trained
+    return math.nan  # the base knows no facts to update
+
+
 def _update_costs(comparison: Comparison) -> dict[str, float]:
     cost = comparison.update_cost
     if cost is None:
         return dict.fromkeys(ARMS, math.nan)
-    # Base knows no facts to update; a store update suffices for the RAG arms (the retrieved
-    # passage overrides); the fine-tuned arm must be re-trained.
-    return {
-        "base": math.nan,
-        "base+rag": cost.reingest_seconds,
-        "fine-tuned": cost.retrain_seconds,
-        "fine-tuned+rag": cost.reingest_seconds,
-    }
+    return {arm.name: _update_cost(arm, cost) for arm in COMPARE_ARMS}
 
 
 def classic_table(comparison: Comparison) -> list[TableRow]:
@@ -234,7 +237,7 @@ def _detail_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Every measured metric (counts folded into the label as ``n=``), one column per arm."""
     headers = ["task", "metric", *ARMS]
     rows = []
-    for task in ("knowledge", "json"):
+    for task in TASKS:
         names: list[str] = []
         for result in comparison.arms:
             if result.task == task:
@@ -365,8 +368,8 @@ def render_html(comparison: Comparison) -> str:
     if comparison.update_cost is not None:
         parts.append(f"<p>Cost to update: {html.escape(comparison.update_cost.fact)}.</p>")
     parts += [
-        "<h2>The four arms per metric</h2>",
-        _img(plot_arms(comparison), "the four arms per metric"),
+        "<h2>The arms per metric</h2>",
+        _img(plot_arms(comparison), "the arms per metric"),
         "<h2>Loss curves</h2>",
         _img(plot_loss_curves(comparison.loss_curves), "loss curves"),
         "<h2>Forgetting</h2>",

@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import DataError
+from tuneforge.evaluate.arms import COMPARE_ARMS, COMPARE_TASKS
 
-ARMS = ("base", "base+rag", "fine-tuned", "fine-tuned+rag")
-"""The four arms, in report order."""
+ARMS = tuple(arm.name for arm in COMPARE_ARMS)
+"""The arms' names, in report order (see :mod:`tuneforge.evaluate.arms`)."""
 
-TASKS = ("knowledge", "json")
-"""knowledge: QA over the bundled fictional knowledge base; json: the strict-JSON orders task."""
+TASKS = tuple(task.name for task in COMPARE_TASKS)
+"""The tasks' names (see :mod:`tuneforge.evaluate.arms`)."""
 
 
 @dataclass

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate import metrics as m
+from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
+from tuneforge.rag.replies import is_refusal
 
 METRICS = ("perplexity", "exact_match", "contains_answer", "json", "citation", "refusal", "latency")
 
@@ -155,22 +157,51 @@ def plain_responder(
         start = time.perf_counter()
         reply = generate(model, tokenizer, _messages(item, system), settings)
         text = reply.text.strip()
-        return Response(text, time.perf_counter() - start, refused=m.is_refusal(text))
+        return Response(text, time.perf_counter() - start, refused=is_refusal(text))
 
     return respond
 
 
-def rag_responder(model, tokenizer, store, settings=None, top_k: int = 3) -> Responder:
-    """Answer with retrieval (``tuneforge.rag.answer``): passages numbered ``[n]`` in the prompt."""
+def rag_responder(
+    model,
+    tokenizer,
+    store,
+    settings=None,
+    top_k: int = 3,
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+) -> Responder:
+    """Answer with retrieval through ``tuneforge.rag.answer``, the path ``rag ask`` takes.
+
+    The item's own system text and earlier turns (the ``messages`` shape) go into the prompt as
+    a client's would on the server: the system text after the format's instruction, the turns
+    before the question.
+
+    Args:
+        model: a causal LM (plain or with an adapter).
+        tokenizer: its tokenizer.
+        store: a ``RagStore``.
+        settings: generation settings.
+        top_k: hits retrieved per item.
+        prompt_format: a name from ``tuneforge.rag.PROMPT_FORMATS``: ``sources`` (numbered
+            sources to cite) or ``examples`` (retrieved examples as demonstrations).
+    """
     from tuneforge.rag import answer
 
     def respond(item: dict) -> Response:
         start = time.perf_counter()
-        result = answer(item["prompt"], store, model, tokenizer, top_k=top_k, settings=settings)
-        text = result.text.strip()
+        result = answer(
+            item["prompt"],
+            store,
+            model,
+            tokenizer,
+            top_k=top_k,
+            settings=settings,
+            prompt_format=prompt_format,
+            client_system=item.get("system"),
+            history=item.get("history") or None,
+        )
         sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
-        refused = bool(result.refused) or m.is_refusal(text)
-        return Response(text, time.perf_counter() - start, sources, refused)
+        return Response(result.text, time.perf_counter() - start, sources, result.refused)
 
     return respond
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tuneforge.errors import ConfigError
-from tuneforge.rag.store import ChunkRecord, VectorStore
+from tuneforge.rag.vector_store import ChunkRecord, VectorStore
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from tuneforge.errors import ConfigError
 from tuneforge.generation import GenerationSettings, Reply, Row, prompt_ids
+from tuneforge.rag.replies import REFUSAL
 from tuneforge.serve.engine import Engine, QueueFullError, ShuttingDownError, UnknownModelError
 from tuneforge.serve.errors import ApiError, error_body
 from tuneforge.serve.schemas import (
@@ -39,14 +40,33 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 
 @dataclass
 class Job:
-    """What one endpoint call asks of the engine, and how to shape the answer."""
+    """What one endpoint call asks of the engine, and how to shape the answer.
+
+    ``row`` is None when the answer is known without the model (``answer``): a ``rag`` request
+    whose question no source is relevant to gets the house refusal, as ``rag ask`` does.
+    """
 
     kind: str  # "chat" or "text"
     model: str
-    row: Row
+    row: Row | None
     stream: bool
     include_usage: bool
     sources: list[Source] | None = None
+    answer: Reply | None = None
+
+
+async def _replay(reply: Reply) -> AsyncIterator[tuple[str, object]]:
+    """The events of a reply known in advance: its text in one piece, then done."""
+    yield "text", reply.text
+    yield "done", reply
+
+
+async def _ticket_events(ticket) -> AsyncIterator[tuple[str, object]]:
+    while True:
+        event = await ticket.events.get()
+        yield event
+        if event[0] != "text":
+            return
 
 
 def resolve_adapter(engine: Engine, base_name: str, model: str) -> str | None:
@@ -167,38 +187,48 @@ def _sse(data: dict | str) -> str:
 
 
 async def run_job(request: Request, job: Job):
-    """Queue the job; answer its JSON body, or a ``text/event-stream`` ending in ``[DONE]``."""
+    """Queue the job (or take its known answer); answer its JSON body, or a
+    ``text/event-stream`` ending in ``[DONE]``."""
     state = request.app.state
-    ticket = _submit(state.engine, job)
+    ticket = None if job.answer is not None else _submit(state.engine, job)
+    submitted = ticket.submitted if ticket is not None else time.perf_counter()
     request_id = ("chatcmpl-" if job.kind == "chat" else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
 
     def finished(reply: Reply) -> None:
         state.metrics.record_reply(
             job.model, reply.prompt_tokens, reply.completion_tokens,
-            time.perf_counter() - ticket.submitted,
+            time.perf_counter() - submitted,
         )  # fmt: skip
 
+    def stop_row() -> None:
+        # No-op once finished; stops the row if the client went away or the handler is cancelled.
+        if job.row is not None:
+            job.row.cancelled.set()
+
     if not job.stream:
-        try:
-            reply = await ticket.result()
-        except ApiError:
-            raise
-        except Exception as err:  # raised on the worker; answered as a 500 in the OpenAI shape
-            raise ApiError(500, f"generation failed: {err}", code="server_error") from err
-        finally:
-            job.row.cancelled.set()  # no-op once finished; stops the row if the handler is cancelled
+        if ticket is None:
+            reply = job.answer
+        else:
+            try:
+                reply = await ticket.result()
+            except ApiError:
+                raise
+            except Exception as err:  # raised on the worker; answered as a 500, OpenAI shape
+                raise ApiError(500, f"generation failed: {err}", code="server_error") from err
+            finally:
+                stop_row()
         finished(reply)
         return _final_body(job, request_id, created, reply)
 
     async def events() -> AsyncIterator[str]:
+        source = _replay(job.answer) if ticket is None else _ticket_events(ticket)
         try:
             if job.kind == "chat":
                 first = _chunk(job, request_id, created, "", None)
                 first["choices"][0]["delta"] = {"role": "assistant", "content": ""}
                 yield _sse(first)
-            while True:
-                kind, value = await ticket.events.get()
+            async for kind, value in source:
                 if kind == "text":
                     yield _sse(_chunk(job, request_id, created, value, None))
                     continue
@@ -217,8 +247,7 @@ async def run_job(request: Request, job: Job):
                 break
             yield _sse("[DONE]")
         finally:
-            # The client may have gone away mid-stream: stop decoding its row.
-            job.row.cancelled.set()
+            stop_row()
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -244,6 +273,27 @@ def build_router() -> APIRouter:
                     param="rag",
                 )
             messages, sources = await state.retriever(messages, body.rag)
+            if messages is None:  # no source is relevant: the refusal, without the model
+                return await run_job(
+                    request,
+                    Job(
+                        kind="chat",
+                        model=body.model,
+                        row=None,
+                        stream=body.stream,
+                        include_usage=bool(
+                            body.stream_options and body.stream_options.include_usage
+                        ),
+                        sources=sources,
+                        answer=Reply(
+                            text=REFUSAL,
+                            prompt_tokens=0,
+                            completion_tokens=0,
+                            seconds=0.0,
+                            finish_reason="stop",
+                        ),
+                    ),
+                )
         ids = prompt_ids(state.engine.registry.tokenizer, messages)
         settings = sampling_settings(
             body, len(ids), state.context_length, state.settings.default_max_tokens

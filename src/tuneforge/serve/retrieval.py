@@ -1,12 +1,12 @@
 """RAG on request: ``"rag": {"top_k": 5}`` in a chat request retrieves from the ``--store``.
 
-The last user message is the question. The prompt is ``tuneforge.rag.build_rag_messages``
-(numbered sources, "cite like [1]", "say I don't know otherwise") with the earlier turns kept
-between the instruction and the question; a client's own system message is appended to the
-instruction. Hits less similar to the question than ``rag.MIN_SIMILARITY`` are dropped, so an
-off-topic question gets no sources and the instruction tells the model to say it does not know.
-The reply's ``sources`` lists the passages in prompt order: ``[n]`` in the answer is
-``sources[n-1]``.
+The last user message is the question; the prompt is ``tuneforge.rag.rag_prompt``, the path
+``rag ask`` and eval take: the relevance rule, then the numbered-source prompt ("cite like
+[1]", "say I don't know otherwise") with a client's own system message appended to the
+instruction and the earlier turns kept between the instruction and the question. When the best
+hit is less similar to the question than ``rag.MIN_SIMILARITY``, nothing is relevant: the
+retriever returns no sources, and the answer is ``rag.REFUSAL``. The reply's ``sources`` lists
+the passages in prompt order: ``[n]`` in the answer is ``sources[n-1]``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ def make_retriever(search):
     """A retriever (see ``app.Retriever``) over ``search(question, top_k, mode) -> list[Hit]``.
 
     ``search`` runs in a worker thread (it embeds the question: CPU work off the event loop).
+    The retriever returns ``(messages, sources)``, or ``(None, [])`` when no source is relevant
+    enough (the rule of ``tuneforge.rag.rag_prompt``): the endpoint then answers
+    ``tuneforge.rag.REFUSAL`` without calling the model, as ``rag ask`` does.
     """
-    from tuneforge.rag import DEFAULT_SYSTEM, MIN_SIMILARITY, MODES, build_rag_messages
+    from tuneforge.rag import MODES, rag_prompt
 
     async def retrieve(messages: list[dict], options: RagOptions):
         mode = options.mode or "hybrid"
@@ -55,17 +58,16 @@ def make_retriever(search):
             )
         system, history, question = split_question(messages)
         hits = await asyncio.to_thread(search, question, options.top_k, mode)
-        hits = [hit for hit in hits if hit.similarity >= MIN_SIMILARITY]
-        instruction = DEFAULT_SYSTEM + (f"\n\n{system}" if system else "")
-        rag_messages = build_rag_messages(question, hits, instruction)
-        prompt = [rag_messages[0], *history, *rag_messages[1:]]
+        prompt = rag_prompt(question, hits, client_system=system, history=history)
+        if prompt.refused:
+            return None, []
         sources = [
             Source(
                 index=n, source=hit.source, location=hit.location, score=hit.score, text=hit.text
             )
-            for n, hit in enumerate(hits, start=1)
+            for n, hit in enumerate(prompt.hits, start=1)
         ]
-        return prompt, sources
+        return prompt.messages, sources
 
     return retrieve
 

@@ -182,12 +182,6 @@ def check(text: str) -> tuple[bool, dict | None, list[str]]:
     return not errors, parsed, errors
 
 
-def field_matches(parsed: dict | None, expected: dict) -> dict[str, bool]:
-    """Per field, whether the reply's value equals the expected one."""
-    parsed = parsed if isinstance(parsed, dict) else {}
-    return {key: key in parsed and parsed[key] == expected[key] for key in FIELDS}
-
-
 def asset_path(split: str) -> Path:
     """The shipped JSONL file of ``split`` (``train`` or ``test``)."""
     if split not in ("train", "test"):

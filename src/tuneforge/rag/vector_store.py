@@ -1,7 +1,7 @@
 """Where chunks and their vectors live: a small ``VectorStore`` interface and its LanceDB form.
 
 The interface is what retrieval and ingestion need and nothing more, so a server store
-(Postgres + pgvector, Qdrant) can plug in later. ``LanceVectorStore`` keeps two tables in an
+(Postgres + pgvector, Qdrant) plugs into ``RagStore(folder, vector_store=...)``. ``LanceVectorStore`` keeps two tables in an
 embedded LanceDB folder: ``chunks`` (id, document id, text, vector, metadata) and ``documents``
 (one row per source file with its content hash). Full-text search uses LanceDB's native BM25
 index; an approximate-nearest-neighbour (IVF-PQ) index is built once a table is large enough

@@ -1,10 +1,11 @@
-"""A RAG store folder: documents in, searchable chunks out, kept in step with the files.
+"""``RagStore``: a store folder; documents in, searchable chunks out, in step with the files.
 
 Layout of a store folder::
 
     store.json   the embedding model (name, identity, dimension) and chunk settings
     .lock        a file lock held by every write (ingest, remove), so writers take turns
-    lance/       the LanceDB tables (chunks with vectors, documents with content hashes)
+    lance/       the LanceDB tables (chunks with vectors, documents with content hashes), unless
+                 another ``VectorStore`` is plugged in
 
 Ingesting is incremental: a file whose content hash is unchanged is skipped, a changed one has
 its chunks replaced, and files that disappeared from an ingested folder are removed, so repeated
@@ -25,7 +26,13 @@ from tuneforge.rag.chunking import ChunkSettings, chunk_document
 from tuneforge.rag.embedding import DEFAULT_EMBEDDING, Embedder, load_embedder
 from tuneforge.rag.parsing import Document, SkippedFile, document_id, iter_files, parse_file
 from tuneforge.rag.retrieval import Hit, Reranker, retrieve
-from tuneforge.rag.store import ANN_MIN_ROWS, ChunkRecord, DocumentRecord, LanceVectorStore
+from tuneforge.rag.vector_store import (
+    ANN_MIN_ROWS,
+    ChunkRecord,
+    DocumentRecord,
+    LanceVectorStore,
+    VectorStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +117,9 @@ class RagStore:
         embedder: an already loaded Embedder to use (saves loading one per store).
         reranker: a cross-encoder folder or hub id to rerank search results with.
         create: if False, a missing store is an error.
-        ann_min_rows: chunk count from which an ANN vector index is built.
+        ann_min_rows: chunk count from which an ANN vector index is built (LanceDB default).
+        vector_store: where chunks and vectors live (default: LanceDB in ``<folder>/lance``);
+            any :class:`~tuneforge.rag.VectorStore` of the store's embedding dimension.
 
     Raises:
         StoreError: the folder is not a store, or the embedding model/chunk settings differ
@@ -127,6 +136,7 @@ class RagStore:
         reranker: str | None = None,
         create: bool = True,
         ann_min_rows: int = ANN_MIN_ROWS,
+        vector_store: VectorStore | None = None,
     ) -> None:
         from filelock import FileLock
 
@@ -155,7 +165,11 @@ class RagStore:
             else:
                 self.meta = self._new_meta(embedding_model, chunk_size, overlap)
                 write_json(self._meta_path, asdict(self.meta))
-        self._vectors = LanceVectorStore(self.folder / "lance", self.meta.dimension, ann_min_rows)
+        if vector_store is None:
+            vector_store = LanceVectorStore(
+                self.folder / "lance", self.meta.dimension, ann_min_rows
+            )
+        self._vectors = vector_store
 
     @classmethod
     def open(cls, folder: Path | str, **kwargs) -> RagStore:
@@ -237,7 +251,7 @@ class RagStore:
         return ChunkSettings(self.meta.chunk_size, self.meta.overlap)
 
     @property
-    def vectors(self) -> LanceVectorStore:
+    def vectors(self) -> VectorStore:
         """The underlying ``VectorStore``."""
         return self._vectors
 
