@@ -46,7 +46,9 @@ class GgufFile:
     tensor_types: dict[str, int] = field(default_factory=dict)
 
 
-def write_gguf(model, tokenizer, out_file: Path | str, dtype: str = "f16", name: str = "") -> GgufFile:
+def write_gguf(
+    model, tokenizer, out_file: Path | str, dtype: str = "f16", name: str = ""
+) -> GgufFile:
     """Write ``model`` and ``tokenizer`` as one GGUF file that llama.cpp and Ollama load.
 
     Args:

@@ -100,7 +100,9 @@ class LlamaCppModel:
         """llama.cpp's token ids for ``text`` (special tokens parsed, no BOS added)."""
         data = text.encode("utf-8")
         buffer = (self.lib.llama_token * (len(data) + 8))()
-        count = self.lib.llama_tokenize(self.vocab, data, len(data), buffer, len(buffer), False, True)
+        count = self.lib.llama_tokenize(
+            self.vocab, data, len(data), buffer, len(buffer), False, True
+        )
         return list(buffer[:count])
 
     def _decode(self, ids: list[int], start: int, all_logits: bool) -> np.ndarray:

@@ -119,7 +119,8 @@ def _merge_scores(tokens: list[str], merges: list[str]) -> list[float]:
     return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
 
 
-def _probe_adds(tokenizer) -> tuple[bool, bool]:
+def probe_adds(tokenizer) -> tuple[bool, bool]:
+    """Whether encoding a text adds (BOS at the start, EOS at the end)."""
     ids = tokenizer("a")["input_ids"]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     return (bool(ids) and bos is not None and ids[0] == bos), (
@@ -177,7 +178,7 @@ def read_vocabulary(tokenizer, rows: int) -> GgufVocabulary:
         )
         if value is not None
     }
-    add_bos, add_eos = _probe_adds(tokenizer)
+    add_bos, add_eos = probe_adds(tokenizer)
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
     return GgufVocabulary(
         model=kind,
