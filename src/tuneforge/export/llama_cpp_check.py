@@ -196,14 +196,17 @@ def compare_with_llama_cpp(
         raise ModelError(f"cannot run the GGUF file under llama.cpp: {missing}")
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     rows = [(p, prompt_ids(tokenizer, chat_messages(p))) for p in prompts]
+    texts = [  # the text prompt_ids tokenized, for llama.cpp to tokenize too
+        tokenizer.apply_chat_template(chat_messages(p), add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
     n_ctx = max(len(ids) for _, ids in rows) + max_new_tokens + 8
     diffs, spans, agree, positions = [], [], 0, 0
     tokenized = greedy = 0
     answers = []
     with LlamaCppModel(gguf_path, n_ctx=n_ctx) as llama:
-        for prompt, ids in rows:
-            rendered = tokenizer.decode(ids, skip_special_tokens=False)
-            tokenized += llama.tokenize(rendered) == ids
+        for (prompt, ids), text in zip(rows, texts, strict=True):
+            tokenized += llama.tokenize(text) == ids
             expected = model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
             actual = llama.logits(ids)[:, : expected.shape[-1]]
             diffs.append(float(np.abs(actual - expected).max()))
