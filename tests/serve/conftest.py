@@ -47,11 +47,12 @@ def adapter_root(tiny_model_dir, tmp_path_factory) -> Path:
 
 @dataclass
 class Server:
-    """A running server: its URL, engine and raw HTTP access."""
+    """A running server: its URL, engine, app and raw HTTP access."""
 
     url: str
     engine: object
     api_key: str | None
+    app: object = None
 
     def client(self, api_key: str | None = None, **kwargs):
         """An official ``openai`` client for this server (no retries)."""
@@ -139,7 +140,7 @@ def run_server(
     engine = Engine(registry, config.max_batch_size, config.max_queue)
     app = create_app(engine, config, retriever=retriever)
     with serve_in_thread(app) as url:
-        yield Server(url=url, engine=engine, api_key=api_key)
+        yield Server(url=url, engine=engine, api_key=api_key, app=app)
 
 
 @pytest.fixture(scope="module")

@@ -174,6 +174,10 @@ CHAT = b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "conte
         ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "\\ud800"}', "lora_path"),
         ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "a\\u0000b"}', "lora_path"),
         ("/v1/unload_lora_adapter", b'{"lora_name": "\\ud800"}', "lora_name"),
+        # UTF-8 bytes of a surrogate: Python's JSON reader decodes them to one.
+        ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', "messages.0.content"),
+        # As a key (pydantic refuses it as the object's text), never echoed in the error body.
+        ("/v1/chat/completions", CHAT + b', "rag": {"\\ud800": 1}}', "rag"),
     ],
 )  # fmt: skip
 def test_lone_surrogates_are_refused_with_400(server, path, body, param):
@@ -184,6 +188,12 @@ def test_lone_surrogates_are_refused_with_400(server, path, body, param):
     assert error["code"] == "invalid_request"
     assert error["param"] == param
     still_serves(server)
+
+
+def test_body_that_is_not_utf8_is_400(server):
+    status, text = server.raw("POST", "/v1/chat/completions", CHAT[:-2] + b'"\xff"}]}')
+    assert status == 400, text
+    error_of(text)
 
 
 def test_a_valid_surrogate_pair_is_text(server):

@@ -159,3 +159,19 @@ def test_serve_command_drains_the_request_in_flight_on_sigterm(cli_server):
     log = process.stdout.read().decode()
     assert "Application shutdown complete" in log
     assert "adapter loading over HTTP: off" in log
+
+
+def test_cli_defaults_are_the_settings_defaults():
+    """The options' defaults (shown in --help) are ServeSettings' own."""
+    from tuneforge.cli import build_parser
+    from tuneforge.serve import ServeSettings
+
+    args = build_parser().parse_args(["serve"])
+    settings = ServeSettings()
+    assert args.host == settings.host == "127.0.0.1"
+    assert args.max_body_bytes == settings.max_body_bytes
+    assert args.max_batch_size == settings.max_batch_size
+    assert args.max_queue == settings.max_queue
+    assert args.max_tokens == settings.default_max_tokens
+    assert args.adapter_root == settings.adapter_roots == []
+    assert args.allowed_host == settings.allowed_hosts == []

@@ -4,7 +4,9 @@ the Host check (DNS rebinding), the endpoint list, no schema pages."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,66 @@ def test_no_schema_or_docs_pages(server, path):
     status, text = server.http("GET", path, auth=False)
     assert status == 404, path
     assert json.loads(text)["error"]["message"]
+
+
+def security_section() -> str:
+    text = (Path(__file__).parents[2] / "docs" / "serve.md").read_text(encoding="utf-8")
+    return text.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_security_section_lists_exactly_the_endpoints_served(server):
+    """The doc's endpoint table is the app's route table, with the API key column right."""
+    from fastapi.routing import APIRoute
+
+    from tuneforge.serve.app import PATHS
+
+    documented = {}
+    for line in security_section().splitlines():
+        match = re.match(r"\| `(GET|POST) (/\S*)` \| (needed|not needed) \|", line)
+        if match:
+            documented[(match.group(1), match.group(2))] = match.group(3) == "needed"
+
+    def endpoints(routes):
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.16x nests them
+            if included is not None:
+                yield from endpoints(included.routes)
+            elif isinstance(route, APIRoute):
+                yield from ((method, route.path) for method in route.methods)
+
+    served = set(endpoints(server.app.routes))
+    assert set(documented) == served
+    assert {path for _, path in served} == PATHS  # the request counter labels each of them
+    for (method, path), needs_key in documented.items():
+        status, _ = server.http(method, path, {} if method == "POST" else None, auth=False)
+        assert (status == 401) == needs_key, (method, path, status)
+
+
+def test_health_reveals_status_queue_depth_and_adapter_names_only(server):
+    status, text = server.http("GET", "/health", auth=False)
+    assert status == 200
+    assert json.loads(text) == {"status": "ok", "queue_depth": 0, "adapters": ["a1"]}
+
+
+def test_a_failed_generation_says_nothing_of_the_exception(tiny_model_dir, monkeypatch):
+    """Worker failures: a 500 (or, mid-stream, an error event) without the exception's text;
+    counted in /metrics."""
+    with run_server(tiny_model_dir, api_key=None) as server:
+
+        def broken_decode(rows):
+            raise RuntimeError("CUDA error at /opt/secret/kernel.cu")
+
+        monkeypatch.setattr(server.engine.registry, "decode", broken_decode)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+        status, text = server.http("POST", "/v1/chat/completions", body)
+        assert status == 500
+        error = json.loads(text)["error"]
+        assert error["code"] == "server_error" and "secret" not in error["message"]
+        status, text = server.http("POST", "/v1/chat/completions", {**body, "stream": True})
+        assert status == 200  # the stream had started
+        events = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        failure = json.loads(events[-2])["error"]
+        assert failure["code"] == "server_error" and "secret" not in failure["message"]
+        _, metrics = server.http("GET", "/metrics")
+        assert "tuneforge_unhandled_errors_total 2" in metrics
