@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import Server, free_port
 from tuneforge.cli import main
 
 AUTH = {"Authorization": "Bearer cli-key"}
@@ -25,23 +25,9 @@ AUTH = {"Authorization": "Bearer cli-key"}
 def _request(
     port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None
 ) -> tuple[int, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    headers = dict(headers or {})
-    data = None
-    if body is not None:
-        data = json.dumps(body)
-        headers["Content-Type"] = "application/json"
-    try:
-        connection.putrequest(method, path, skip_host="Host" in headers)
-        for name, value in headers.items():
-            connection.putheader(name, value)
-        if data is not None:
-            connection.putheader("Content-Length", str(len(data)))
-        connection.endheaders(data.encode() if data is not None else None)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
+    """A request to the CLI's server, with no API key unless ``headers`` carries one."""
+    server = Server(url=f"http://127.0.0.1:{port}", engine=None, api_key=None)
+    return server.raw(method, path, None if body is None else json.dumps(body).encode(), headers)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +82,7 @@ def test_started_from_root_without_adapter_root_loads_nothing_over_http(cli_serv
         assert "/proc" not in error["message"] and str(adapter_root) not in error["message"]
         answers.append(text)
     assert len(set(answers)) == 1  # the same answer whatever the path
+    assert _request(port, "GET", "/v1/models")[0] == 401
     status, text = _request(port, "GET", "/v1/models", headers=AUTH)
     assert [card["id"] for card in json.loads(text)["data"]] == ["tiny", "a1"]
 

@@ -51,7 +51,8 @@ def register(subparsers) -> None:
         default=[],
         metavar="DIR",
         help="folder inside which POST /v1/load_lora_adapter may load adapters (repeatable). "
-        "Without it, loading adapters over HTTP is off; / and your home folder are refused",
+        "Without it, loading adapters over HTTP is off; /, your home folder and the folders "
+        "above it are refused",
     )
     serve.add_argument("--store", type=Path, default=None, help="RAG store folder (enables 'rag')")
     serve.add_argument(
@@ -70,8 +71,9 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--api-key",
         default=None,
-        help="require 'Authorization: Bearer KEY' on every endpoint but /health; when not "
-        "given, $TUNEFORGE_API_KEY is used (it keeps the key out of the process list)",
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health (visible ASCII "
+        "only); when not given, $TUNEFORGE_API_KEY is used (it keeps the key out of the "
+        "process list)",
     )
     serve.add_argument(
         "--served-model-name",

@@ -91,13 +91,6 @@ def _admin_router() -> APIRouter:
     @router.post("/v1/load_lora_adapter")
     async def load_lora_adapter(body: LoadAdapterRequest, request: Request) -> dict:
         state = request.app.state
-        if body.lora_name == state.settings.model_name or body.lora_name in state.engine.adapters:
-            raise ApiError(
-                400,
-                f"lora_name {body.lora_name!r} is already in use; unload it first or pick another",
-                code="adapter_exists",
-                param="lora_name",
-            )
         if not state.settings.adapter_roots:
             raise ApiError(
                 403,
@@ -105,6 +98,13 @@ def _admin_router() -> APIRouter:
                 "starting it with --adapter-root DIR (adapters inside DIR may then be loaded)",
                 code="adapter_loading_disabled",
                 param="lora_path",
+            )
+        if body.lora_name == state.settings.model_name or body.lora_name in state.engine.adapters:
+            raise ApiError(
+                400,
+                f"lora_name {body.lora_name!r} is already in use; unload it first or pick another",
+                code="adapter_exists",
+                param="lora_name",
             )
         try:
             folder = check_adapter_path(body.lora_path, state.settings.adapter_roots)
