@@ -171,6 +171,8 @@ CHAT = b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "conte
         ("/v1/chat/completions", b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}', "model"),
         ("/v1/completions", b'{"model": "tiny", "prompt": "\\ud83d"}', "prompt"),
         ("/v1/completions", b'{"model": "tiny", "prompt": ["\\ud83d"]}', "prompt"),
+        ("/v1/completions", b'{"model": "\\udc00", "prompt": "hi"}', "model"),
+        ("/v1/completions", b'{"model": "tiny", "prompt": "hi", "stop": "\\udc00"}', "stop"),
         ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "\\ud800"}', "lora_path"),
         ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "a\\u0000b"}', "lora_path"),
         ("/v1/unload_lora_adapter", b'{"lora_name": "\\ud800"}', "lora_name"),

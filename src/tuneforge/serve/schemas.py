@@ -68,7 +68,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
 
-    _unicode = field_validator("content")(unicode_text)
+    _content_is_text = field_validator("content")(unicode_text)
 
     def as_template_dict(self) -> dict:
         """``{"role", "content"}`` with text parts joined; ``developer`` is rendered as system."""
@@ -86,7 +86,7 @@ class RagOptions(BaseModel):
     top_k: int = Field(default=5, ge=1, le=50)
     mode: str | None = None
 
-    _unicode = field_validator("mode")(unicode_text)
+    _mode_is_text = field_validator("mode")(unicode_text)
 
 
 class StreamOptions(BaseModel):
@@ -107,7 +107,9 @@ class SamplingFields(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
 
-    _unicode = field_validator("model", "stop")(unicode_text)
+    # Validators are keyed by attribute name: each class names its own, or a subclass's
+    # would replace its parent's.
+    _model_and_stop_are_text = field_validator("model", "stop")(unicode_text)
 
     @field_validator("stop")
     @classmethod
@@ -136,7 +138,7 @@ class CompletionRequest(SamplingFields):
 
     prompt: str | list[str]
 
-    _unicode = field_validator("prompt")(unicode_text)
+    _prompt_is_text = field_validator("prompt")(unicode_text)
 
     @field_validator("prompt")
     @classmethod
@@ -155,7 +157,7 @@ class LoadAdapterRequest(_Request):
     lora_name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$")
     lora_path: str = Field(min_length=1, max_length=4096)
 
-    _path = field_validator("lora_path")(path_text)
+    _lora_path_is_a_path = field_validator("lora_path")(path_text)
 
 
 class UnloadAdapterRequest(_Request):
@@ -163,7 +165,7 @@ class UnloadAdapterRequest(_Request):
 
     lora_name: str = Field(min_length=1)
 
-    _unicode = field_validator("lora_name")(unicode_text)
+    _lora_name_is_text = field_validator("lora_name")(unicode_text)
 
 
 class Usage(BaseModel):
