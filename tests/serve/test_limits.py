@@ -116,26 +116,37 @@ def wait_for(condition, timeout: float = 60) -> None:
         time.sleep(0.005)
 
 
-def test_non_streaming_request_stops_when_its_client_goes_away(open_server):
-    """Item 10: the client sends a request and closes; its row stops early, as streams do."""
-    engine = open_server.engine
-    batches, tokens, cancelled = engine.batches, engine.generated_tokens, engine.cancelled_rows
-    request = json.dumps(
-        {"model": BASE_NAME, "messages": HELLO, "max_tokens": 400, "temperature": 0}
-    ).encode()
-    sock = socket.create_connection(address(open_server), timeout=10)
+def send_and_keep_open(server, body: dict) -> socket.socket:
+    """A raw connection that has sent one request and reads nothing."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(address(server), timeout=10)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(request), request)
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
     )
-    wait_for(lambda: engine.batches > batches)  # it is decoding now
-    time.sleep(0.2)
-    sock.close()
-    wait_for(lambda: engine.generated_tokens > tokens)  # its batch has ended
+    return sock
+
+
+def test_non_streaming_requests_stop_when_their_client_goes_away(open_server):
+    """Item 10: clients send a request and close; the one decoding stops early, as streams
+    do, and the one still queued is dropped without decoding (one row per batch here)."""
+    engine = open_server.engine
+    batches, tokens, cancelled = engine.batches, engine.generated_tokens, engine.cancelled_rows
+    body = {"model": BASE_NAME, "messages": HELLO, "max_tokens": 400, "temperature": 0}
+    decoding = send_and_keep_open(open_server, body)
+    wait_for(lambda: engine.batches > batches)
+    queued = send_and_keep_open(open_server, body)
+    wait_for(lambda: engine.queue_depth == 1)
+    queued.close()
+    time.sleep(0.3)  # its handler sees the close and cancels the row
+    decoding.close()
+    wait_for(lambda: engine.cancelled_rows == cancelled + 2)
     assert engine.generated_tokens - tokens < 400
-    assert engine.cancelled_rows == cancelled + 1
+    assert engine.batches == batches + 1  # the queued one never reached the model
     _, metrics = open_server.http("GET", "/metrics")
-    assert "tuneforge_cancelled_requests_total 1" in metrics
+    assert "tuneforge_cancelled_requests_total 2" in metrics
+    assert 'tuneforge_requests_total{path="/v1/chat/completions",status="499"} 2' in metrics
+    assert "tuneforge_unhandled_errors_total 0" in metrics
     # The server goes on serving.
     reply = open_server.client().chat.completions.create(
         model=BASE_NAME, messages=HELLO, max_tokens=2, temperature=0

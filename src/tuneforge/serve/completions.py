@@ -281,13 +281,13 @@ async def _reply_unless_client_leaves(
     result = asyncio.ensure_future(ticket.result())
     gone = asyncio.ensure_future(_client_gone(request))
     try:
-        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
         stop_row()  # no-op once finished; stops the row if the client left or we are cancelled
         if not result.done():
             result.cancel()
-    if result.cancelled():
+    if result not in done:
         raise ApiError(
             CLIENT_CLOSED_REQUEST, "the client closed the connection", code="client_closed"
         )
