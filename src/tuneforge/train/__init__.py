@@ -8,12 +8,14 @@ supervised positions).
 """
 
 from tuneforge.train.config import TrainConfig, config_from_dict, dump_config, load_config
-from tuneforge.train.loop import FitResult, TrainingData, TrainingDivergedError, fit
+from tuneforge.train.guards import TrainingDivergedError
+from tuneforge.train.loop import FitResult, TrainingData, fit
 from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
 from tuneforge.train.methods import PreparedModel, default_target_modules, prepare_model
 from tuneforge.train.parameters import ParameterCounts, count_parameters
 from tuneforge.train.planning import plan_for_run
 from tuneforge.train.run import RunResult, train
+from tuneforge.train.signals import TrainingInterrupted
 
 __all__ = [
     "FitResult",
@@ -23,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "TrainingData",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "config_from_dict",
     "count_parameters",
     "default_target_modules",

@@ -309,7 +309,9 @@ def nest_data_options(values: dict[str, Any], source: str = "config") -> dict[st
 def _unknown_key(key: str, known: list[str], source: str, kind: str) -> ConfigError:
     ours = NAMES_IN_OTHER_TOOLS.get(key)
     if ours is not None:
-        hint = f"; did you mean '{ours}'? ('{key}' is another tool's name: transformers, TRL, peft...)"
+        hint = (
+            f"; did you mean '{ours}'? ('{key}' is another tool's name: transformers, TRL, peft...)"
+        )
     else:
         close = difflib.get_close_matches(key, sorted(known), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -172,8 +172,14 @@ def _keep_4bit_layers_differentiable(model: nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def prepare_model(config: TrainConfig, device: torch.device, home: Path | None = None):
+def prepare_model(
+    config: TrainConfig, device: torch.device, home: Path | None = None, tokenizer=None
+):
     """Load the base model named by ``config.model`` and make it trainable per ``config.method``.
+
+    Args:
+        tokenizer: the model's tokenizer when the caller loaded it already (``train`` does, to
+            read the data before the model); loaded here otherwise.
 
     Returns:
         a PreparedModel.
@@ -186,7 +192,7 @@ def prepare_model(config: TrainConfig, device: torch.device, home: Path | None =
 
     compute_dtype = compute_dtype_for(config, device)
     source = str(resolve_folder(config.model, home=home, progress=config.progress))
-    tokenizer = load_tokenizer(source)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     torch.manual_seed(config.seed)
     attention = attention_implementation(
         device.type, _dtype_name(compute_dtype), config.data.max_length
