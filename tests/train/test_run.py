@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tuneforge.cli import main
 from tuneforge.train.metrics import read_metrics
 
@@ -188,3 +190,18 @@ def test_the_collapse_guard_lets_a_healthy_run_start_at_the_uniform_loss(
     assert abs(rows[0]["loss"] - watch.uniform_loss) <= watch.LOSS_TOLERANCE * watch.uniform_loss
     assert all(r["grad_norm"] > 1e-3 for r in rows)
     assert json.loads((out / "summary.json").read_text())["stop_reason"] == "completed"
+
+
+@pytest.mark.slow
+def test_lr_1e9_on_the_default_model_stops_as_a_collapse(
+    default_model_dir, chat_data, tmp_path, capsys
+):
+    """The report's reproduction: the default model at lr 1e9 sits at ln(49152) = 10.8027 with
+    a zero gradient from step 2 on; it used to end 'completed' with a useless adapter."""
+    out = tmp_path / "run"
+    args = ["train", "--model", str(default_model_dir), "--data", str(chat_data), "--out",
+            str(out), "--batch-size", "2", "--max-length", "64", "--lr", "1e9", "--max-steps",
+            "8", "--no-progress", "--num-threads", "2"]  # fmt: skip
+    assert main(args) == 2
+    assert "ln(49152) = 10.8027" in capsys.readouterr().err
+    assert not (out / "adapter").exists()

@@ -4,7 +4,9 @@ Public API: ``TrainConfig``/``load_config``/``config_from_dict`` (config, with t
 nested as a ``tuneforge.data.DataConfig``), ``train(config) -> RunResult`` (a whole run),
 ``plan_for_run`` (the memory plan a run prints), ``fit`` (the loop on a prepared model),
 ``prepare_model`` (per method), ``supervised_loss_sum`` (the loss with the LM head only at
-supervised positions).
+supervised positions). A run stopped by SIGINT/SIGTERM raises ``TrainingInterrupted`` after a
+checkpoint; one that diverged (NaN, or a collapse to the uniform distribution) raises
+``TrainingDivergedError``.
 """
 
 from tuneforge.train.config import TrainConfig, config_from_dict, dump_config, load_config

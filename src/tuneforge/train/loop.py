@@ -240,10 +240,19 @@ class _Checkpoints:
     """The loop's checkpoint writer: at most one checkpoint per step, and the clock of
     ``save_every_minutes`` (minutes since the last checkpoint, or since training started)."""
 
-    def __init__(self, run_dir: Path, model, optimizer, state, config, parallel, saved_step):
+    def __init__(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict,
+        config: TrainConfig,
+        parallel: Parallel,
+        saved_step: int | None,
+    ) -> None:
         self.run_dir, self.model, self.optimizer = run_dir, model, optimizer
         self.state, self.config, self.parallel = state, config, parallel
-        self.saved_step: int | None = saved_step
+        self.saved_step = saved_step  # the step of the newest checkpoint (None: none yet)
         self.saved_at = time.monotonic()
 
     def clock_due(self) -> bool:

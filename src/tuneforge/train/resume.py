@@ -218,8 +218,10 @@ def _changed_fields(saved: TrainConfig, given: TrainConfig, saved_path: Path) ->
     for name, before, now in pairs:
         if name == "target_modules" and now is None:
             continue  # not given: the model's defaults, as the saved list was resolved
-        if name in ("data.path", "val_data", "data.template_file"):
+        if name in ("model", "data.path", "val_data", "data.template_file"):
             same = _same_path(before, now)
+        elif name == "target_modules":
+            same = set(before or ()) == set(now)  # peft adapts the same layers in any order
         else:
             same = before == now
         if not same:
@@ -228,6 +230,7 @@ def _changed_fields(saved: TrainConfig, given: TrainConfig, saved_path: Path) ->
 
 
 def _same_path(before: str | None, now: str | None) -> bool:
+    """Equal references, or two spellings of one existing path (``runs/x``, ``./runs/x``)."""
     if before == now:
         return True
     if before is None or now is None:
