@@ -13,7 +13,8 @@ in place is noticed). A resume compares the config it is given with them, before
 - **may change**: how often to validate, log and checkpoint, early-stopping patience, threads,
   device, strategy, compile, gradient checkpointing, the progress bar.
 - **may grow**: ``max_steps`` or ``epochs``. The run then continues from its newest checkpoint
-  on the schedule of the new total (``loop.build_scheduler``). A run that already reached its
+  on the schedule of the new total (``loop.build_scheduler``); an unfinished run may also be
+  planned shorter, down to its checkpoint's step. A run that already reached its
   planned steps is *finished*: resuming it without raising them is refused with the way to
   extend it, instead of re-running from an older checkpoint and overwriting its output.
 """
