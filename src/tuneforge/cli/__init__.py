@@ -73,7 +73,12 @@ def silence_benign_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Entry point: returns the process exit code.
+
+    0 ok; 2 a user error (``TuneforgeError``, printed on one line); 128 + N when signal N
+    stopped the command: 130 for Ctrl-C (SIGINT), and for ``train`` also 143 for SIGTERM, after
+    the run wrote a checkpoint (``tuneforge.train.TrainingInterrupted``).
+    """
     silence_benign_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -101,8 +101,7 @@ def register(subparsers) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tuneforge.adapters import AdapterRegistry
-    from tuneforge.models import load_model
+    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
     from tuneforge.serve import Engine, ServeSettings, create_app
     from tuneforge.serve.guards import is_loopback
     from tuneforge.serve.retrieval import build_retriever
@@ -123,7 +122,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.model_name in adapters:
         raise ConfigError(f"--adapter {settings.model_name}: the base model already has this name")
     retriever = build_retriever(args.store) if args.store else None
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    # One base for every adapter, loaded as they were trained (NF4 4-bit for QLoRA adapters).
+    loaded = load_base_for_adapters(
+        args.model, adapters.values(), dtype=args.dtype, device=args.device
+    )
+    print(
+        f"base: {loaded.precision}"
+        + (", as its QLoRA adapters were trained" if loaded.quantization else "")
+    )
     registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in adapters.items():
         registry.load(name, folder)

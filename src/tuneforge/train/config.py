@@ -13,6 +13,8 @@ train/validation split (``data.seed`` is set from it and is not a key of a train
 from __future__ import annotations
 
 import difflib
+import re
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from tuneforge.tuning_vocabulary import (
     LORA_METHODS,
     LORA_R,
     METHODS,
+    NAMES_IN_OTHER_TOOLS,
     OPTIMIZERS,
     STRATEGIES,
 )
@@ -81,7 +84,10 @@ class TrainConfig:
         warmup_ratio: share of the optimizer steps spent warming up linearly from 0.
         seed: seed of initialisation, data order, dropout and the train/validation split.
         eval_every: run validation every N optimizer steps (0 = at the end of each epoch).
-        save_every: checkpoint every N optimizer steps (0 = only at the end).
+        save_every: checkpoint every N optimizer steps (0 = off). Whatever the cadence, a run
+            checkpoints at its end and when SIGINT/SIGTERM stops it (then exits 130/143).
+        save_every_minutes: also checkpoint once this many minutes have passed since the last
+            checkpoint (0 = off), so a crash loses minutes of training, not the run.
         log_every: write a metrics line every N optimizer steps.
         keep_checkpoints: how many recent checkpoints to keep.
         early_stopping_patience: stop after N validations without improvement (0 = off).
@@ -121,6 +127,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0
     save_every: int = 0
+    save_every_minutes: float = 10.0
     log_every: int = 1
     keep_checkpoints: int = 2
     early_stopping_patience: int = 0
@@ -187,7 +194,7 @@ class TrainConfig:
             "warmup_ratio",
             f"must be in [0, 1); got {self.warmup_ratio!r}",
         )
-        for name in ("weight_decay", "max_grad_norm"):
+        for name in ("weight_decay", "max_grad_norm", "save_every_minutes"):
             value = getattr(self, name)
             _check(_is_number(value) and value >= 0, name, f"must be a number >= 0; got {value!r}")
         _check(
@@ -300,13 +307,64 @@ def nest_data_options(values: dict[str, Any], source: str = "config") -> dict[st
 
 
 def _unknown_key(key: str, known: list[str], source: str, kind: str) -> ConfigError:
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    ours = NAMES_IN_OTHER_TOOLS.get(key)
+    if ours is not None:
+        hint = (
+            f"; did you mean '{ours}'? ('{key}' is another tool's name: transformers, TRL, peft...)"
+        )
+    else:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"{source}: unknown {kind} field '{key}'{hint}")
+
+
+# A plain decimal number: YAML 1.1 (PyYAML) reads ``1e-3`` or ``5E-4`` as a string, since its
+# float grammar wants a dot and a signed exponent. Hex, ``nan``, ``inf`` or ``1,5`` stay strings.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _number_fields(cls: type) -> dict[str, type]:
+    """The fields of the dataclass ``cls`` that hold an int or a float (optional or not)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+        if len(options) == 1 and options[0] in (int, float):
+            kinds[name] = options[0]
+    return kinds
+
+
+def _as_number(value: Any, kind: type) -> Any:
+    """``value`` as a ``kind`` when it plainly is one: a decimal string (``'1e-3'``, ``'16'``),
+    or a whole float for an int field (``2.0``, ``'1e3'``); anything else unchanged, for the
+    field's own check to refuse with the value as written."""
+    number = value
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        text = value.strip()
+        number = int(text) if _INTEGER.fullmatch(text) else float(text)
+    if kind is int and isinstance(number, float):
+        return int(number) if number.is_integer() else value
+    return number
+
+
+def read_numbers(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Turn numbers written as strings into numbers for the int and float fields of ``cls``.
+
+    YAML 1.1 reads ``lr: 1e-3`` as the string ``'1e-3'``; a user means the number. Only plain
+    decimals are read (see ``_as_number``); other values are left for validation to refuse.
+    """
+    kinds = _number_fields(cls)
+    return {
+        key: _as_number(value, kinds[key]) if key in kinds else value
+        for key, value in values.items()
+    }
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build a TrainConfig from a mapping (flat or nested data options; see the module docstring).
+
+    Numbers written as strings (``lr: 1e-3``, which YAML 1.1 reads as a string) are read as
+    numbers (``read_numbers``).
 
     Raises:
         ConfigError: an unknown key or an invalid value; the message names the source and field.
@@ -321,8 +379,8 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
         if key not in data_known:
             raise _unknown_key(key, data_known, source, "data config")
     try:
-        data = DataConfig(**values.pop("data"))
-        return TrainConfig(data=data, **values)
+        data = DataConfig(**read_numbers(values.pop("data"), DataConfig))
+        return TrainConfig(data=data, **read_numbers(values, TrainConfig))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     except TypeError as err:  # e.g. a nested mapping where a scalar belongs
