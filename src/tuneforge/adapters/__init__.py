@@ -20,13 +20,15 @@ _LAZY = {
     "merge_lora": "tuneforge.adapters.merge",
     "unmerge_lora": "tuneforge.adapters.merge",
     "lora_deltas": "tuneforge.adapters.merge",
+    "ExportReport": "tuneforge.adapters.export",
     "export_gguf": "tuneforge.adapters.export",
-    "write_gguf": "tuneforge.adapters.export",
+    "write_gguf": "tuneforge.export.gguf_file",
 }
 
 __all__ = [
     "AdapterRegistry",
     "BaseIdentity",
+    "ExportReport",
     "MergeReport",
     "attach_adapter",
     "base_identity",

@@ -52,6 +52,9 @@ class AdapterFiles:
         return path if path.exists() else self.folder / LEGACY_WEIGHTS_FILE
 
 
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+
+
 def read_adapter_config(folder: Path) -> dict:
     """``adapter_config.json`` of ``folder``; AdapterError if missing, invalid or not LoRA."""
     path = Path(folder) / CONFIG_FILE
@@ -60,10 +63,20 @@ def read_adapter_config(folder: Path) -> dict:
             f"{folder}: not an adapter folder (no {CONFIG_FILE}); pass the adapter/ folder "
             "of a training run"
         )
+    if not path.is_file():
+        raise AdapterError(f"{path}: not a file; an adapter's config is a JSON file")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterError(f"{path}: invalid JSON ({err}); restore the file") from err
+    except OSError as err:
+        raise AdapterError(f"{path}: cannot be read ({err.strerror}); fix its permissions") from err
+    if not isinstance(config, dict):
+        kind = _JSON_KINDS.get(type(config), "a number")
+        raise AdapterError(
+            f"{path}: holds {kind}, not a JSON object with the adapter's settings; restore "
+            "the file (peft writes it with save_pretrained)"
+        )
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(
             f"{path}: peft_type {config.get('peft_type')!r} is not supported; tuneforge loads "
