@@ -135,7 +135,7 @@ def main() -> int:
         start = time.perf_counter()
         batch, per_document = 10_000, 10
         for lo in range(0, args.chunks, batch):
-            items = []
+            documents, chunks = [], []
             for d in range(lo, min(lo + batch, args.chunks), per_document):
                 doc_id = f"synthetic{d // per_document:07d}"
                 source = f"/synthetic/{doc_id}.md"
@@ -154,10 +154,12 @@ def main() -> int:
                     )
                     for i in range(min(per_document, args.chunks - d))
                 ]
-                items.append(
-                    (DocumentRecord(doc_id, source, doc_id, "sha256:-", len(records), "-"), records)
+                chunks.extend(records)
+                documents.append(
+                    DocumentRecord(doc_id, source, doc_id, "sha256:-", len(records), "-")
                 )
-            store.vectors.replace_documents(items)
+            store.vectors.add_chunks(chunks)
+            store.vectors.upsert_documents(documents)
         write_seconds = time.perf_counter() - start
         rows_in_store = store.vectors.count_chunks()
 

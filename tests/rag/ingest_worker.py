@@ -2,7 +2,7 @@
 
     python ingest_worker.py STORE DOCS [--delay-s S] [--batch-chunks N]
 
-Uses the hashing embedder (no torch import). Prints ``ingesting`` once the store is open and
+Uses the hashing embedder (no torch import). Prints ``opening`` before it opens the store, ``ingesting`` once it is open and
 ``done <added> <updated> <unchanged>`` at the end, each on its own flushed line.
 """
 
@@ -26,6 +26,7 @@ def main() -> int:
     parser.add_argument("--delay-s", type=float, default=0.0)
     parser.add_argument("--batch-chunks", type=int, default=None)
     args = parser.parse_args()
+    print("opening", flush=True)
     store = RagStore(args.store, embedder=HashingEmbedder(delay_s=args.delay_s))
     print("ingesting", flush=True)
     options = {} if args.batch_chunks is None else {"batch_chunks": args.batch_chunks}

@@ -184,12 +184,10 @@ def _section_chunks(section: Section, tokenizer, settings: ChunkSettings) -> Ite
         end = _block_end(text, start, block)
         units = _units(text, start, end, tokenizer)
         windows = list(_windows(units, _boundary_kinds(text, units), settings, count_tokens))
-        if end < len(text) and len(windows) > 1:
-            # The last window may end at the block's cut, not at a boundary of the text: redo
-            # it at the start of the next block, with the text that follows in view.
-            next_start = units[windows.pop()[0]][0]
-        else:
-            next_start = end
+        # The last window may end at the block's cut, not at a boundary of the text: redo it
+        # at the start of the next block, with the text that follows in view.
+        redo = end < len(text) and len(windows) > 1
+        next_start = units[windows.pop()[0]][0] if redo else end
         for a, b, tokens in windows:
             lo, hi = units[a][0], units[b - 1][1]
             yield Chunk(
