@@ -135,7 +135,8 @@ def run_ingest(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         overlap=args.overlap,
     )
-    report = store.ingest(args.paths, text_field=args.text_field, progress=sys.stderr.isatty())
+    # A bar on a terminal, a line every 10 s in a log.
+    report = store.ingest(args.paths, text_field=args.text_field, progress=True)
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
     print(f"{report.summary()} · store: {store.stats().documents} documents")
