@@ -100,6 +100,6 @@ def test_cli_ingest_reports_progress_in_lines_for_logs(tmp_path, capsys):
     assert main(["rag", "ingest", "--store", str(tmp_path / "kb"), str(docs)]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert [line for line in err.splitlines() if line.startswith("ingest:")][0].startswith(
+    assert next(line for line in err.splitlines() if line.startswith("ingest:")).startswith(
         "ingest: 1 chunks committed · file 1/1 pump.md"
     )
