@@ -240,7 +240,13 @@ class ChunkBatches:
 
 def _no_files_message(paths: list[Path], files: list[Path]) -> str:
     where = ", ".join(str(path) for path in paths)
-    others = f" ({len(files)} files of other types)" if files else ""
+    others = ""
+    if files:
+        others = (
+            f" ({len(files)} files of other types)"
+            if len(files) > 1
+            else " (1 file of another type)"
+        )
     kinds = ", ".join(sorted(SUPPORTED_SUFFIXES))
     return f"no supported files found in {where}{others}; supported: {kinds}"
 
