@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from hashing_embedder import HashingEmbedder
 from rag_samples import write_docs
 
 from tuneforge.cli import main
-from tuneforge.rag import IngestProgress, RagStore
+from tuneforge.rag import RagStore
+from tuneforge.rag.ingesting import IngestProgress
 
 
 class RecordingEmbedder(HashingEmbedder):
@@ -78,7 +80,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal():
     out = io.StringIO()
     progress = IngestProgress(files=3, stream=out, interval_s=0.0)
     for name, chunks in (("a.md", 16), ("b.md", 16), ("c.md", 5)):
-        progress.file(1 + "abc".index(name[0]), __import__("pathlib").Path(name))
+        progress.file(1 + "abc".index(name[0]), Path(name))
         progress.committed(chunks)
     progress.close()
     lines = out.getvalue().splitlines()

@@ -17,7 +17,7 @@ from tuneforge.rag.answering import RagAnswer, answer
 from tuneforge.rag.chunking import Chunk, ChunkSettings, chunk_document
 from tuneforge.rag.document_store import RagStore, StoreMeta, StoreStats
 from tuneforge.rag.embedding import DEFAULT_EMBEDDING, Embedder, load_embedder
-from tuneforge.rag.ingesting import IngestProgress, IngestReport
+from tuneforge.rag.ingesting import IngestReport
 from tuneforge.rag.parsing import Document, Section, SkippedFile, parse_file
 from tuneforge.rag.prompting import (
     DEFAULT_PROMPT_FORMAT,
@@ -48,7 +48,6 @@ __all__ = [
     "DocumentRecord",
     "Embedder",
     "Hit",
-    "IngestProgress",
     "IngestReport",
     "LanceVectorStore",
     "PromptFormat",

@@ -276,8 +276,8 @@ def ingest_paths(
             ingested from them before has disappeared).
     """
     start = time.perf_counter()
+    files = [file for file, _ in iter_files(paths)]  # DataError for a missing path
     resolved = [Path(path).expanduser().resolve() for path in paths]
-    files = [file for file, _ in iter_files(resolved)]
     roots = [path for path in resolved if path.is_dir()]
     existing = vectors.documents()
     vanished = [
