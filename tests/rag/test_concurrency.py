@@ -92,15 +92,20 @@ def test_readers_do_not_wait_for_an_ingest_in_another_process(tmp_path):
     assert RagStore.open(tmp_path / "store", embedder=embedder).stats().documents == 65
 
 
-def test_two_ingests_into_a_new_store_both_complete(tmp_path):
-    """While one process creates a store, another used to fail: 'folder is not empty'."""
-    folders = [
+def two_folders(tmp_path: Path) -> list[Path]:
+    """Two folders of five one-chunk documents each."""
+    return [
         write_docs(
             tmp_path / f"p{n}",
             {f"d{i}.md": f"# D{n}{i}\n\nProcess {n} fact {i}." for i in range(5)},
         )
         for n in range(2)
     ]
+
+
+def test_two_ingests_into_a_new_store_both_complete(tmp_path):
+    """While one process creates a store, another used to fail: 'folder is not empty'."""
+    folders = two_folders(tmp_path)
     store = tmp_path / "new-store"
     store.mkdir()
     # The state while a store is being created: its folder holds only the writer's lock.
@@ -123,13 +128,7 @@ def test_two_ingests_into_a_new_store_both_complete(tmp_path):
 
 def test_two_ingests_racing_to_create_a_store(tmp_path):
     """Two processes started together on a folder that does not exist yet."""
-    folders = [
-        write_docs(
-            tmp_path / f"p{n}",
-            {f"d{i}.md": f"# D{n}{i}\n\nProcess {n} fact {i}." for i in range(5)},
-        )
-        for n in range(2)
-    ]
+    folders = two_folders(tmp_path)
     workers = [start_worker(tmp_path / "raced", folder) for folder in folders]
     for worker in workers:
         finish(worker)

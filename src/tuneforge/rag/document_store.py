@@ -126,27 +126,44 @@ class RagStore:
                 f"`tuneforge rag ingest --store {folder} DOCS`"
             )
         else:
-            self._check_creatable()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                if self._meta_path.exists():  # another process created it meanwhile
-                    self._open_existing(embedding_model, chunk_size, overlap)
-                else:
-                    self._check_creatable()
-                    self.meta = self._new_meta(embedding_model, chunk_size, overlap)
-                    # The tables first, store.json last: a folder with store.json is whole.
-                    if vector_store is None:
-                        vector_store = LanceVectorStore(
-                            self.folder / "lance", self.meta.dimension, ann_min_rows, create=True
-                        )
-                    self._vectors = vector_store
-                    write_json(self._meta_path, asdict(self.meta))
-                    return
+            vector_store = self._create(
+                embedding_model, chunk_size, overlap, ann_min_rows, vector_store
+            )
         if vector_store is None:
             vector_store = LanceVectorStore(
                 self.folder / "lance", self.meta.dimension, ann_min_rows
             )
         self._vectors = vector_store
+
+    def _create(
+        self,
+        embedding_model: str | None,
+        chunk_size: int | None,
+        overlap: int | None,
+        ann_min_rows: int,
+        vector_store: VectorStore | None,
+    ) -> VectorStore | None:
+        """Create the store under the writers' lock, or open it if another process just did.
+
+        Returns:
+            the vector store made for it (``vector_store`` when one was given; None when the
+            store existed already and its LanceDB tables are yet to be opened).
+        """
+        self._check_creatable()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._meta_path.exists():
+                self._open_existing(embedding_model, chunk_size, overlap)
+                return vector_store
+            self._check_creatable()
+            self.meta = self._new_meta(embedding_model, chunk_size, overlap)
+            # The tables first, store.json last: a folder with store.json holds a whole store.
+            if vector_store is None:
+                vector_store = LanceVectorStore(
+                    self.folder / "lance", self.meta.dimension, ann_min_rows, create=True
+                )
+            write_json(self._meta_path, asdict(self.meta))
+            return vector_store
 
     def _open_existing(
         self, embedding_model: str | None, chunk_size: int | None, overlap: int | None
