@@ -72,3 +72,12 @@ def test_track_counts_a_list():
     log = io.StringIO()
     assert list(track(["a", "b"], "evaluating", stream=log)) == ["a", "b"]
     assert log.getvalue().splitlines()[-1].startswith("evaluating: 2/2 items (100%)")
+
+
+def test_set_postfix_names_the_current_file_without_counting():
+    log = io.StringIO()
+    progress = Progress("ingest", unit="chunk", stream=log, interval_s=0)
+    progress.set_postfix({"file": "2/3 b.md"})
+    progress.update(16)
+    progress.close()
+    assert log.getvalue().splitlines()[0].startswith("ingest: 16 chunks · file=2/3 b.md · ")

@@ -80,6 +80,12 @@ class Progress:
         if self._last_line is None or finished or now - self._last_line >= self.interval_s:
             self._write(now)
 
+    def set_postfix(self, postfix: Mapping[str, object]) -> None:
+        """Replace the figures shown after the count, without counting anything."""
+        self._postfix = dict(postfix)
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix, refresh=False)
+
     def _write(self, now: float | None = None) -> None:
         self._last_line = time.perf_counter() if now is None else now
         self._last_line_done = self.done

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import pytest
 from hashing_embedder import HashingEmbedder
 from rag_samples import write_docs
 
 from tuneforge.cli import main
 from tuneforge.rag import RagStore
-from tuneforge.rag.ingesting import IngestProgress
 
 
 class RecordingEmbedder(HashingEmbedder):
@@ -76,32 +72,11 @@ def test_an_interrupted_ingest_leaves_a_consistent_store_that_the_next_one_compl
     assert store.ingest(docs, progress=False).unchanged == 2
 
 
-def test_progress_lines_when_stderr_is_not_a_terminal():
-    out = io.StringIO()
-    progress = IngestProgress(files=3, stream=out, interval_s=0.0)
-    for name, chunks in (("a.md", 16), ("b.md", 16), ("c.md", 5)):
-        progress.file(1 + "abc".index(name[0]), Path(name))
-        progress.committed(chunks)
-    progress.close()
-    lines = out.getvalue().splitlines()
-    assert "\r" not in out.getvalue()
-    assert [line.split(" · ")[:2] for line in lines] == [
-        ["ingest: 16 chunks committed", "file 1/3 a.md"],
-        ["ingest: 32 chunks committed", "file 2/3 b.md"],
-        ["ingest: 37 chunks committed", "file 3/3 c.md"],
-    ]
-    quiet = io.StringIO()
-    progress = IngestProgress(files=1, stream=quiet, interval_s=3600)
-    for _ in range(5):
-        progress.committed(10)
-    assert len(quiet.getvalue().splitlines()) == 1  # the first commit, then one per interval
-
-
 def test_cli_ingest_reports_progress_in_lines_for_logs(tmp_path, capsys):
     docs = write_docs(tmp_path / "docs", {"pump.md": "# Pump\n\nThe Orla pump costs 70 euros."})
     assert main(["rag", "ingest", "--store", str(tmp_path / "kb"), str(docs)]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
     assert next(line for line in err.splitlines() if line.startswith("ingest:")).startswith(
-        "ingest: 1 chunks committed · file 1/1 pump.md"
+        "ingest: 1 chunks · file=1/1 pump.md"
     )

@@ -7,7 +7,6 @@ documents are untrusted, and an ANSI escape sequence in one must not drive the t
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import re
 import sys
@@ -155,29 +154,6 @@ def _display_path(source: str) -> str:
     return _printable(shown)
 
 
-def _quiet_on_closed_pipe(command):
-    """Run ``command``; if stdout's reader has gone (``| head``), stop quietly with 141.
-
-    141 is 128 + SIGPIPE, what a shell reports for ``yes | head``; no traceback. (The CLI
-    entry point could do this for every command; rag's commands do it themselves.)
-    """
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code = command(args)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-            return code
-        except BrokenPipeError:
-            # Python flushes stdout once more at exit: let that write go to /dev/null.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 141
-
-    return run
-
-
-@_quiet_on_closed_pipe
 def run_ingest(args: argparse.Namespace) -> int:
     from tuneforge.rag import RagStore
 
@@ -195,7 +171,6 @@ def run_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-@_quiet_on_closed_pipe
 def run_search(args: argparse.Namespace) -> int:
     from tuneforge.rag import RagStore
 
@@ -213,7 +188,6 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-@_quiet_on_closed_pipe
 def run_ask(args: argparse.Namespace) -> int:
     from tuneforge.cli.options import load_model_from_options, settings_from_options
     from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, parse_citations
@@ -248,7 +222,6 @@ def run_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-@_quiet_on_closed_pipe
 def run_remove(args: argparse.Namespace) -> int:
     from tuneforge.rag import RagStore
 
@@ -260,7 +233,6 @@ def run_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-@_quiet_on_closed_pipe
 def run_stats(args: argparse.Namespace) -> int:
     from tuneforge.rag import RagStore
 

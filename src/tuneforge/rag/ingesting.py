@@ -22,13 +22,13 @@ backwards: mark incomplete, delete its chunks, delete its row.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError
+from tuneforge.progress import Progress
 from tuneforge.rag.chunking import Chunk, ChunkSettings, chunk_document
 from tuneforge.rag.parsing import (
     SUPPORTED_SUFFIXES,
@@ -95,70 +95,6 @@ def remove_documents(vectors: VectorStore, records: list[DocumentRecord]) -> Non
     vectors.delete_documents(ids)
 
 
-class IngestProgress:
-    """Chunks committed so far, on stderr: a bar on a terminal, else a line now and then.
-
-    Args:
-        files: how many files the ingest visits.
-        enabled: show anything at all.
-        stream: where to write (default ``sys.stderr``).
-        interval_s: seconds between lines when ``stream`` is not a terminal; the first commit
-            always gets a line.
-    """
-
-    def __init__(
-        self,
-        files: int,
-        enabled: bool = True,
-        stream=None,
-        interval_s: float = PROGRESS_INTERVAL_S,
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.files = files
-        self.enabled = enabled
-        self.interval_s = interval_s
-        self._file = (0, "")
-        self._chunks = 0
-        self._start = time.perf_counter()
-        self._last_line: float | None = None
-        self._bar = None
-        if enabled and self.stream.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(desc="ingest", unit=" chunks", file=self.stream, dynamic_ncols=True)
-
-    def file(self, index: int, path: Path) -> None:
-        """The ingest moved to file ``index`` (from 1) of ``files``."""
-        self._file = (index, path.name)
-        if self._bar is not None:
-            self._bar.set_postfix_str(f"file {index}/{self.files} {path.name}", refresh=False)
-
-    def committed(self, chunks: int) -> None:
-        """``chunks`` more chunks were committed."""
-        self._chunks += chunks
-        if self._bar is not None:
-            self._bar.update(chunks)
-            return
-        now = time.perf_counter()
-        if not self.enabled or (
-            self._last_line is not None and now - self._last_line < self.interval_s
-        ):
-            return
-        self._last_line = now
-        elapsed = now - self._start
-        index, name = self._file
-        print(
-            f"ingest: {self._chunks:,} chunks committed · file {index}/{self.files} {name} · "
-            f"{self._chunks / max(elapsed, 1e-9):.1f} chunks/s · {elapsed:.0f} s",
-            file=self.stream,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 class ChunkBatches:
     """Embeds and commits the chunks of documents in batches, in the kill-safe order.
 
@@ -166,11 +102,11 @@ class ChunkBatches:
         vectors: where to write.
         embedder: the store's embedding model (``encode(texts)`` gives unit vectors).
         batch_chunks: chunks per batch.
-        progress: told how many chunks each commit stored.
+        progress: counts the chunks each commit stored.
     """
 
     def __init__(
-        self, vectors: VectorStore, embedder, batch_chunks: int, progress: IngestProgress
+        self, vectors: VectorStore, embedder, batch_chunks: int, progress: Progress
     ) -> None:
         if batch_chunks < 1:
             raise ConfigError(f"batch_chunks must be >= 1, got {batch_chunks}")
@@ -235,7 +171,7 @@ class ChunkBatches:
         self._vectors.add_chunks(records)
         self._vectors.upsert_documents(self._finished)
         self._starting, self._finished, self._pending = [], [], []
-        self._progress.committed(len(records))
+        self._progress.update(len(records))
 
 
 def _no_files_message(paths: list[Path], files: list[Path]) -> str:
@@ -290,11 +226,11 @@ def ingest_paths(
         raise DataError(_no_files_message(resolved, files))
 
     report = IngestReport()
-    shown = IngestProgress(len(files), enabled=progress)
+    shown = Progress("ingest", unit="chunk", enabled=progress, interval_s=PROGRESS_INTERVAL_S)
     batches = ChunkBatches(vectors, embedder, batch_chunks, shown)
     try:
         for index, file in enumerate(files, start=1):
-            shown.file(index, file)
+            shown.set_postfix({"file": f"{index}/{len(files)} {file.name}"})
             parsed = parse_file(file, text_field=text_field)
             if isinstance(parsed, SkippedFile):
                 report.skipped += 1

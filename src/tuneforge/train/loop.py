@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.progress import Progress
 from tuneforge.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -320,7 +321,6 @@ def fit(
             ``tuneforge.train.guards``); the last good checkpoint is kept.
         TrainingInterrupted: SIGINT or SIGTERM stopped the run after a checkpoint.
     """
-    from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     parallel = parallel or Parallel()
@@ -364,12 +364,8 @@ def fit(
         patience = config.early_stopping_patience
         return bool(patience) and state["bad_evals"] >= patience
 
-    bar = tqdm(
-        total=steps,
-        initial=state["step"],
-        desc="train",
-        unit="step",
-        disable=not (config.progress and is_main),
+    bar = Progress(
+        "train", steps, "step", initial=state["step"], enabled=config.progress and is_main
     )
     model.train()
     reset_peak_memory(device)  # the training's peak, not a transient of loading the weights
@@ -435,8 +431,7 @@ def fit(
                         "elapsed_s": round(time.perf_counter() - start, 3),
                     }
                 )
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
+            bar.update(1, {"loss": f"{loss:.4f}", "tok_s": f"{tokens_per_s:.0f}"})
             due_eval = (config.eval_every and step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done
             )
