@@ -156,7 +156,9 @@ def ui_server(tiny_model_dir, store_dir, tmp_path_factory):
     """The UI without a key: base ``tiny`` + adapter ``a1``, the ``manuals`` store."""
     runs = tmp_path_factory.mktemp("ui-runs")
     adapter = make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "a1", seed=1)
-    with run_ui_server(tiny_model_dir, runs / "runs", store=store_dir, adapters={"a1": adapter}) as s:
+    with run_ui_server(
+        tiny_model_dir, runs / "runs", store=store_dir, adapters={"a1": adapter}
+    ) as s:
         yield s
 
 
@@ -221,7 +223,9 @@ def wait_for(condition, timeout: float = 60, every: float = 0.2, what: str = "th
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last error: {last_error})"
+    )
 
 
 def open_page(driver, server: UiServer, page: str) -> None:

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import open_page, screenshot, wait_for
 
+from conftest import open_page, screenshot, wait_for
 from tuneforge.train.config import load_config
 from tuneforge.train.metrics import read_metrics
 
@@ -140,9 +140,7 @@ def test_playground_with_rag_shows_numbered_sources(browser, ui_server):
     fill(browser, "max-tokens", "8")
     fill(browser, "prompt", "How long is the warranty period of the Lumen desk lamp?")
     click(browser, "send")
-    wait_for(
-        lambda: by_id(browser, "pane-a-answer").get_attribute("data-done"), what="the answer"
-    )
+    wait_for(lambda: by_id(browser, "pane-a-answer").get_attribute("data-done"), what="the answer")
     assert page_errors(browser) == []
     sources = by_id(browser, "pane-a-sources").find_elements("css selector", "li[data-index]")
     assert sources, "no numbered source"

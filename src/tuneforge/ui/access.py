@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from tuneforge.serve.errors import ApiError
 
 COOKIE = "tuneforge_ui_key"
-WRITE_HEADER = "x-tuneforge-ui"
+WRITE_HEADER = "X-Tuneforge-UI"
 
 
 class LoginRequired(Exception):
@@ -74,7 +74,7 @@ def require_key_for_api(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
         raise ApiError(403, f"requests from {origin[:100]!r} may not change anything here")
-    if request.headers.get(WRITE_HEADER) != "1":
+    if request.headers.get(WRITE_HEADER.lower()) != "1":
         raise ApiError(
             403,
             f"a UI request that changes something needs the header '{WRITE_HEADER}: 1' (the "
