@@ -242,4 +242,5 @@ def screenshot(driver, name: str) -> None:
     folder = os.environ.get("TUNEFORGE_UI_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(Path(folder) / f"ui-{name}.png"))

@@ -201,4 +201,9 @@ def test_compare_page_shows_a_report_and_runs_compare(browser, ui_server):
         assert "RAG" in browser.find_element("tag name", "body").text
     finally:
         browser.switch_to.default_content()
+    wait_for(
+        lambda: "report ready" in by_id(browser, "reports-table").text,
+        timeout=60,
+        what="the comparison to end",
+    )
     screenshot(browser, "compare")

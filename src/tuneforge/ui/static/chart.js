@@ -4,16 +4,19 @@ import { el } from "/ui/static/app.js";
 const W = 360, H = 190, L = 46, R = 10, T = 10, B = 24;
 const COLORS = ["#2f5bea", "#e4572e", "#1b7f3b", "#8e44ad"];
 
-function ticks(low, high, count = 4) {
+function ticks(low, high, count = 4, whole = false) {
   if (low === high) return [low];
   const step = (high - low) / count;
-  return Array.from({length: count + 1}, (_, i) => low + i * step);
+  const values = Array.from({length: count + 1}, (_, i) => low + i * step);
+  return whole ? [...new Set(values.map(Math.round))] : values;
 }
 
-function label(value) {
+/** A tick label with as many decimals as the axis' span needs to tell ticks apart. */
+function label(value, span) {
   const a = Math.abs(value);
   if (a !== 0 && (a < 0.01 || a >= 1e5)) return value.toExponential(1);
-  return a >= 100 ? value.toFixed(0) : value.toPrecision(3);
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10(span / 4)) + 1));
+  return value.toFixed(decimals);
 }
 
 /** A chart box: title + SVG; `series` is [{name, points: [[x, y], ...]}]. The SVG's
@@ -30,10 +33,10 @@ export function lineChart(title, series) {
     const sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
     for (const t of ticks(y0, y1)) {
       svg.append(el("svg:line", {x1: L, x2: W - R, y1: sy(t), y2: sy(t), stroke: "#e5e8ee"}));
-      svg.append(el("svg:text", {x: L - 4, y: sy(t) + 3, "text-anchor": "end", "font-size": 9, fill: "#5d6778"}, label(t)));
+      svg.append(el("svg:text", {x: L - 4, y: sy(t) + 3, "text-anchor": "end", "font-size": 9, fill: "#5d6778"}, label(t, y1 - y0)));
     }
-    for (const t of ticks(x0, x1)) {
-      svg.append(el("svg:text", {x: sx(t), y: H - 8, "text-anchor": "middle", "font-size": 9, fill: "#5d6778"}, Math.round(t)));
+    for (const t of ticks(x0, x1, 4, true)) {
+      svg.append(el("svg:text", {x: sx(t), y: H - 8, "text-anchor": "middle", "font-size": 9, fill: "#5d6778"}, t));
     }
     series.forEach((s, i) => {
       const color = COLORS[i % COLORS.length];
@@ -64,16 +67,16 @@ export function barChart(title, bins, marker) {
     const x0 = bins[0].low, x1 = bins[bins.length - 1].high;
     const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R);
     const sy = y => H - B - y / top * (H - T - B);
-    for (const t of ticks(0, top)) {
+    for (const t of ticks(0, top, 4, true)) {
       svg.append(el("svg:line", {x1: L, x2: W - R, y1: sy(t), y2: sy(t), stroke: "#e5e8ee"}));
-      svg.append(el("svg:text", {x: L - 4, y: sy(t) + 3, "text-anchor": "end", "font-size": 9, fill: "#5d6778"}, Math.round(t)));
+      svg.append(el("svg:text", {x: L - 4, y: sy(t) + 3, "text-anchor": "end", "font-size": 9, fill: "#5d6778"}, t));
     }
     for (const b of bins) {
       svg.append(el("svg:rect", {x: sx(b.low) + 0.5, y: sy(b.count), width: Math.max(1, sx(b.high) - sx(b.low) - 1),
         height: H - B - sy(b.count), fill: "#2f5bea"}, el("svg:title", {}, `${b.low}-${b.high - 1} tokens: ${b.count}`)));
     }
-    for (const t of ticks(x0, x1)) {
-      svg.append(el("svg:text", {x: sx(t), y: H - 8, "text-anchor": "middle", "font-size": 9, fill: "#5d6778"}, Math.round(t)));
+    for (const t of ticks(x0, x1, 4, true)) {
+      svg.append(el("svg:text", {x: sx(t), y: H - 8, "text-anchor": "middle", "font-size": 9, fill: "#5d6778"}, t));
     }
     if (marker && marker > x1) {
       svg.append(el("svg:text", {x: W - R, y: T + 9, "text-anchor": "end", "font-size": 9, fill: "#1b7f3b"}, `all under max_length ${marker}`));
