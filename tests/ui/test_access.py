@@ -11,8 +11,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import open_page, run_ui_server, screenshot, wait_for
+from ui_harness import open_page, run_ui_server, screenshot, wait_for
 
 KEY = "ui-secret"
 PATHS = [
@@ -79,17 +78,20 @@ def test_the_guards_of_the_server_hold_for_the_ui(keyed_server):
     assert status == 200 and "script-src 'self'" in headers["content-security-policy"]
 
 
-def test_no_ui_on_a_server_bound_beyond_loopback(tiny_model_dir):
+def test_no_ui_on_a_server_bound_beyond_loopback(tiny_model_dir, tmp_path):
     import urllib.error
     import urllib.request
 
     from tuneforge.adapters import AdapterRegistry
     from tuneforge.models import load_model
     from tuneforge.serve import Engine, ServeSettings, create_app, serve_in_thread
+    from tuneforge.ui import mount_ui, ui_settings_for_server
 
     loaded = load_model(str(tiny_model_dir))
     engine = Engine(AdapterRegistry(loaded.model, loaded.tokenizer), 1, 1)
-    app = create_app(engine, ServeSettings(host="0.0.0.0", api_key=KEY))
+    settings = ServeSettings(host="0.0.0.0", api_key=KEY, adapter_roots=[tmp_path])
+    app = create_app(engine, settings)
+    assert not mount_ui(app, ui_settings_for_server(settings, str(tiny_model_dir)))
     with serve_in_thread(app) as url:
         port = url.rsplit(":", 1)[1]
         request = urllib.request.Request(
@@ -98,6 +100,16 @@ def test_no_ui_on_a_server_bound_beyond_loopback(tiny_model_dir):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 404
+
+
+def test_a_serve_servers_ui_works_on_its_adapter_root(tiny_model_dir, tmp_path):
+    from tuneforge.serve import ServeSettings
+    from tuneforge.ui import ui_settings_for_server
+
+    settings = ServeSettings(adapter_roots=[tmp_path], store=tmp_path / "store")
+    ui = ui_settings_for_server(settings, "default")
+    assert (ui.runs, ui.stores, ui.model) == (tmp_path.resolve(), [tmp_path / "store"], "default")
+    assert ui_settings_for_server(ServeSettings(), "m").runs.name == "runs"
 
 
 def test_the_browser_asks_for_the_key_once_then_opens_the_pages(browser, keyed_server):

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from ui_harness import open_page, screenshot, wait_for
 
-from conftest import open_page, screenshot, wait_for
 from tuneforge.train.config import load_config
 from tuneforge.train.metrics import read_metrics
 

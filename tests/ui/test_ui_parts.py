@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tuneforge.cli.ui_commands import compare_parser
 from tuneforge.config_fields import config_fields
 from tuneforge.data.config import DataConfig
 from tuneforge.train.config import REPORT_TARGETS, TrainConfig, dump_config, load_config
@@ -118,14 +119,16 @@ def test_run_names_are_plain_folder_names(name):
 
 
 def test_the_compare_form_is_the_compare_commands_parser():
-    options = {o["name"]: o for o in compare_options()}
+    parser = compare_parser()
+    options = {o["name"]: o for o in compare_options(parser)}
     assert "out" not in options and options["budget"]["choices"] == ["quick", "full"]
     assert options["report_only"]["kind"] == "bool" and options["threads"]["kind"] == "int"
     argv = compare_argv(
-        Path("runs/compare/c1"), {"budget": "full", "threads": "", "report_only": True}
+        parser, Path("runs/compare/c1"), {"budget": "full", "threads": "", "report_only": True}
     )
     assert argv == ["compare", "--out", "runs/compare/c1", "--budget", "full", "--report-only"]
     with pytest.raises(Exception, match="'huge' is not one of quick, full"):
-        compare_argv(Path("o"), {"budget": "huge"})
+        compare_argv(parser, Path("o"), {"budget": "huge"})
     with pytest.raises(Exception, match="compare has no option 'shell'"):
-        compare_argv(Path("o"), {"shell": "rm -rf /"})
+        compare_argv(parser, Path("o"), {"shell": "rm -rf /"})
+    assert compare_options(None) == []

@@ -1,8 +1,8 @@
 """``tuneforge ui``: the web UI (data, training, playground, comparison) on a loopback port.
 
-It is ``tuneforge serve`` bound to 127.0.0.1 with the UI's folders: the runs folder (where the
-UI starts runs, and from which the playground loads adapters) and the RAG stores. The same
-pages are at ``/ui`` of ``tuneforge serve`` on a loopback bind.
+It is the ``tuneforge serve`` app bound to 127.0.0.1 with the UI mounted (``tuneforge.ui``) and
+its folders: the runs folder (where the UI starts runs, and from which the playground loads
+adapters) and the RAG stores.
 """
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ def register(subparsers) -> None:
     ui.set_defaults(func=run_ui)
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    """The ``tuneforge compare`` argument parser, as the CLI builds it (the compare page's form
+    is read from it)."""
+    from tuneforge.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps subcommands only in this private list
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["compare"]
+    raise LookupError("the tuneforge parser has no compare command")
+
+
 def run_ui(args: argparse.Namespace) -> int:
     """Load the model, build the server app with the UI, serve until Ctrl-C or SIGTERM; then
     stop the training runs the UI started (SIGTERM: each writes a checkpoint)."""
@@ -73,7 +85,7 @@ def run_ui(args: argparse.Namespace) -> int:
     from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
     from tuneforge.serve import Engine, ServeSettings, create_app
     from tuneforge.serve.retrieval import build_retriever
-    from tuneforge.ui import UiSettings
+    from tuneforge.ui import UiSettings, mount_ui
 
     adapters = parse_adapter_specs(args.adapter)
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -84,7 +96,9 @@ def run_ui(args: argparse.Namespace) -> int:
         host=HOST,
         max_body_bytes=UPLOAD_LIMIT,
     )
-    ui = UiSettings(runs=args.runs, stores=args.store, model=args.model)
+    ui = UiSettings(
+        runs=args.runs, stores=args.store, model=args.model, compare_parser=compare_parser()
+    )
     retriever = build_retriever(args.store[0]) if args.store else None
     loaded = load_base_for_adapters(
         args.model, adapters.values(), dtype=args.dtype, device=args.device
@@ -93,7 +107,8 @@ def run_ui(args: argparse.Namespace) -> int:
     for name, folder in adapters.items():
         registry.load(name, folder)
     engine = Engine(registry, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-    app = create_app(engine, settings, retriever=retriever, ui=ui)
+    app = create_app(engine, settings, retriever=retriever)
+    mount_ui(app, ui, retriever)
     print(f"tuneforge UI at http://{HOST}:{args.port}/ui (Ctrl-C or SIGTERM stops)")
     try:
         uvicorn.run(app, host=HOST, port=args.port, log_level="warning")

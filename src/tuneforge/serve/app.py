@@ -7,8 +7,6 @@ accepting connections and waits for open requests), finishes what is queued befo
 
 Every request passes, outermost first: the request counter (metrics), the unhandled-error
 guard, the Host check, the body limit (``serve.guards``); then the route, behind the API key.
-The web UI (``tuneforge.ui``) is mounted at ``/ui`` on a loopback bind, behind the same guards
-and key.
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
@@ -32,7 +28,7 @@ from tuneforge.serve.config import (
 )
 from tuneforge.serve.engine import Engine, UnknownModelError
 from tuneforge.serve.errors import ApiError, install_error_handlers
-from tuneforge.serve.guards import BodyLimit, HostCheck, HostRule, UnhandledErrors, is_loopback
+from tuneforge.serve.guards import BodyLimit, HostCheck, HostRule, UnhandledErrors
 from tuneforge.serve.metrics import Metrics, RequestCounter
 from tuneforge.serve.schemas import (
     LoadAdapterRequest,
@@ -42,9 +38,6 @@ from tuneforge.serve.schemas import (
     Source,
     UnloadAdapterRequest,
 )
-
-if TYPE_CHECKING:
-    from tuneforge.ui import UiSettings
 
 # (messages, options) -> (messages with retrieved sources, the sources); see serve.retrieval.
 Retriever = Callable[[list[dict], RagOptions], Awaitable[tuple[list[dict], list[Source]]]]
@@ -146,10 +139,7 @@ def _admin_router() -> APIRouter:
 
 
 def create_app(
-    engine: Engine,
-    settings: ServeSettings,
-    retriever: Retriever | None = None,
-    ui: UiSettings | None = None,
+    engine: Engine, settings: ServeSettings, retriever: Retriever | None = None
 ) -> FastAPI:
     """The server app around ``engine``.
 
@@ -157,9 +147,6 @@ def create_app(
         engine: queues and decodes requests; started and stopped with the app (lifespan).
         settings: names, limits, API key, adapter roots, Host names, body limit.
         retriever: enables ``"rag"`` in chat requests (built from ``--store``); None refuses it.
-        ui: what the web UI at ``/ui`` works with; None: the runs folder is the first adapter
-            root (else ``runs``), the store is ``settings.store``. The UI is mounted only when
-            the server binds loopback: it reads data files and starts training runs.
     """
 
     @contextlib.asynccontextmanager
@@ -189,14 +176,6 @@ def create_app(
     protected = [Depends(_require_api_key)]
     app.include_router(_admin_router(), dependencies=protected)
     app.include_router(build_router(), dependencies=protected)
-    if is_loopback(settings.host):
-        from tuneforge.ui import UiSettings, mount_ui
-
-        if ui is None:
-            runs = settings.adapter_roots[0] if settings.adapter_roots else Path("runs")
-            stores = [settings.store] if settings.store else []
-            ui = UiSettings(runs=runs, stores=stores, model=settings.model_name)
-        mount_ui(app, ui, retriever)
     # Added innermost first: the counter, outermost, sees every answer, the guards' included.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HostCheck, rule=HostRule.for_bind(settings.host, settings.allowed_hosts))

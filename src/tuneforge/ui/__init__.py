@@ -1,7 +1,8 @@
 """The web UI: data, training, playground and comparison pages over the library, at ``/ui``.
 
-Served by ``tuneforge ui`` and by ``tuneforge serve`` (on a loopback bind), from the same app
-as the OpenAI-compatible API, behind its guards and API key. Layout: ``app`` (mounting, pages,
+Served by ``tuneforge ui`` (and by ``tuneforge serve`` on a loopback bind), from the same app
+as the OpenAI-compatible API, behind its guards and API key: ``mount_ui(create_app(...), ...)``.
+Like the CLI, the UI sits above every other package; none imports it. Layout: ``app`` (mounting, pages,
 assets), ``access`` (the key, cookie and write checks), ``data_api`` (``data inspect`` as
 data), ``training_form`` (the form from the config dataclasses), ``train_api`` and ``runs``
 (plan, start/stop/resume as CLI processes, run folders, metrics), ``jobs`` (child processes),
@@ -10,6 +11,6 @@ data), ``training_form`` (the form from the config dataclasses), ``train_api`` a
 """
 
 from tuneforge.ui.app import mount_ui
-from tuneforge.ui.settings import UiSettings
+from tuneforge.ui.settings import UiSettings, ui_settings_for_server
 
-__all__ = ["UiSettings", "mount_ui"]
+__all__ = ["UiSettings", "mount_ui", "ui_settings_for_server"]

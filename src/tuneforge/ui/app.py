@@ -1,8 +1,9 @@
 """The UI's routes, added to the server app at ``/ui``: pages, their assets and their API.
 
-``mount_ui(app, settings)`` is called by ``tuneforge.serve.create_app``; the routes sit behind
-the same middleware as the rest of the server (Host check, body limit, error guard) and behind
-the API key (``tuneforge.ui.access``). Every asset is a file of this package (``ui/static``):
+``mount_ui(app, settings)`` adds them to an app built by ``tuneforge.serve.create_app`` (the
+commands ``tuneforge ui`` and ``tuneforge serve`` do; the server never imports the UI, which
+sits above it like the CLI). The routes sit behind the same middleware as the rest of the
+server (Host check, body limit, error guard) and behind its API key (``tuneforge.ui.access``). Every asset is a file of this package (``ui/static``):
 plain HTML, CSS and JavaScript modules, nothing fetched from elsewhere, no build step.
 """
 
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
 from tuneforge.serve.errors import ApiError
+from tuneforge.serve.guards import is_loopback
 from tuneforge.ui import compare_api, data_api, playground_api, train_api
 from tuneforge.ui.access import (
     LoginRequired,
@@ -69,16 +71,22 @@ def _page_router() -> APIRouter:
     return router
 
 
-def mount_ui(app: FastAPI, settings: UiSettings, retriever=None) -> None:
-    """Add the UI at ``/ui`` to the server ``app`` (its state must hold ``settings`` and
-    ``engine``, as ``create_app`` sets them).
+def mount_ui(app: FastAPI, settings: UiSettings, retriever=None) -> bool:
+    """Add the UI at ``/ui`` to the server ``app`` (built by ``create_app``), if the server
+    binds loopback: the UI reads data files and starts processes, so it is never offered
+    beyond this machine.
 
     Args:
         app: the server app.
         settings: the runs folder, RAG stores and model the UI works with.
         retriever: the server's retriever, which searches ``settings.stores[0]`` (None: the
             first store opens when the playground picks it).
+
+    Returns:
+        whether the UI was mounted (False for a server bound beyond loopback).
     """
+    if not is_loopback(app.state.settings.host):
+        return False
     state = UiState(settings)
     stores = list(state.store_folders())
     if retriever is not None and stores:
@@ -102,3 +110,4 @@ def mount_ui(app: FastAPI, settings: UiSettings, retriever=None) -> None:
         }
 
     app.include_router(api)
+    return True

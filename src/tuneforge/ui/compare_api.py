@@ -1,7 +1,7 @@
 """The compare page's API: the reports of ``tuneforge compare``, and starting one.
 
-The form's options are read from the ``compare`` command's own argument parser, so an option
-added to the command appears on the page with its type, choices, default and help, and the UI
+The form's options are read from the ``compare`` command's own argument parser (the CLI hands
+it over: ``UiSettings.compare_parser``), so an option added to the command appears on the page with its type, choices, default and help, and the UI
 starts exactly ``python -m tuneforge compare --out RUNS/compare/NAME --option value ...``.
 ``--out`` is the UI's to set (one folder per comparison under the runs folder).
 """
@@ -25,17 +25,6 @@ from tuneforge.ui.settings import COMPARE_FOLDER, UiState, checked_name
 UI_SETS = ("out", "help")
 
 
-def compare_parser() -> argparse.ArgumentParser:
-    """The ``tuneforge compare`` argument parser, as the CLI builds it."""
-    from tuneforge.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # argparse keeps subcommands only in this private list
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices["compare"]
-    raise LookupError("the tuneforge parser has no compare command")
-
-
 def _kind(action: argparse.Action) -> str:
     if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
         return "bool"
@@ -52,11 +41,12 @@ def _flag(action: argparse.Action) -> str:
     return (long or action.option_strings)[0]
 
 
-def compare_options() -> list[dict[str, Any]]:
-    """The options of ``tuneforge compare`` a form shows: ``[{"name", "flag", "kind",
-    "choices", "default", "help", "repeatable", "required"}]`` (``--out`` left out)."""
+def compare_options(parser: argparse.ArgumentParser | None) -> list[dict[str, Any]]:
+    """The options of ``tuneforge compare`` (its ``parser``) a form shows: ``[{"name", "flag",
+    "kind", "choices", "default", "help", "repeatable", "required"}]`` (``--out`` left out;
+    none without a parser)."""
     options = []
-    for action in compare_parser()._actions:
+    for action in parser._actions if parser is not None else []:
         if action.dest in UI_SETS or not action.option_strings:
             continue
         default = action.default if action.default is not argparse.SUPPRESS else None
@@ -75,13 +65,17 @@ def compare_options() -> list[dict[str, Any]]:
     return options
 
 
-def compare_argv(out: Path, values: dict[str, Any]) -> list[str]:
+def compare_argv(
+    parser: argparse.ArgumentParser | None, out: Path, values: dict[str, Any]
+) -> list[str]:
     """The ``compare`` command line for the form's values (an empty box: left out).
 
     Raises:
         ConfigError: an option the command does not have, or a value not among its choices.
     """
-    options = {option["name"]: option for option in compare_options()}
+    if parser is None:
+        raise ConfigError("this server was started without the compare command's options")
+    options = {option["name"]: option for option in compare_options(parser)}
     argv = ["compare", "--out", str(out)]
     for name, value in values.items():
         option = options.get(name)
@@ -129,8 +123,8 @@ def build_router() -> APIRouter:
             raise ApiError(422, str(err), "invalid_name", "name") from err
 
     @router.get("/compare/options")
-    async def options() -> dict:
-        return {"options": compare_options()}
+    async def options(request: Request) -> dict:
+        return {"options": compare_options(request.app.state.ui.settings.compare_parser)}
 
     @router.get("/compare/reports")
     async def reports(request: Request) -> dict:
@@ -146,7 +140,8 @@ def build_router() -> APIRouter:
         state: UiState = request.app.state.ui
         out = folder_of(state, str(body.get("name") or ""))
         try:
-            argv = compare_argv(out, body.get("options") or {})
+            parser = state.settings.compare_parser
+            argv = compare_argv(parser, out, body.get("options") or {})
             state.jobs.start("compare", out.name, argv, log_path(state, "compare", out.name))
         except ConfigError as err:
             raise ApiError(422, str(err), "invalid_option") from err

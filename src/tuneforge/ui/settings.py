@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import threading
 from dataclasses import dataclass, field
@@ -32,11 +33,14 @@ class UiSettings:
         stores: RAG store folders the playground can answer from (one at a time).
         model: the model reference the data page tokenizes with, and the training form's
             default (the server's base model).
+        compare_parser: the ``tuneforge compare`` argument parser (the CLI's): the compare
+            page's form is read from it. None: the page lists reports but starts none.
     """
 
     runs: Path = Path("runs")
     stores: list[Path] = field(default_factory=list)
     model: str = "default"
+    compare_parser: argparse.ArgumentParser | None = None
 
     def __post_init__(self) -> None:
         self.runs = Path(self.runs)
@@ -47,6 +51,22 @@ class UiSettings:
                 f"--store: two stores share a folder name ({', '.join(names)}); the playground "
                 "names stores by folder name, so give each its own"
             )
+
+
+def ui_settings_for_server(
+    settings, model: str, compare_parser: argparse.ArgumentParser | None = None
+) -> UiSettings:
+    """The UI of a ``tuneforge serve`` server: its runs folder is the first adapter root (the
+    playground can load those adapters), else ``runs``; its store is the server's ``--store``.
+
+    Args:
+        settings: the server's ``ServeSettings``.
+        model: the base model reference the server loaded.
+        compare_parser: see ``UiSettings``.
+    """
+    runs = settings.adapter_roots[0] if settings.adapter_roots else Path("runs")
+    stores = [settings.store] if settings.store else []
+    return UiSettings(runs=runs, stores=stores, model=model, compare_parser=compare_parser)
 
 
 def checked_name(name: str, what: str = "run") -> str:
