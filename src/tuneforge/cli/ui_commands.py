@@ -82,9 +82,7 @@ def run_ui(args: argparse.Namespace) -> int:
     stop the training runs the UI started (SIGTERM: each writes a checkpoint)."""
     import uvicorn
 
-    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
-    from tuneforge.serve import Engine, ServeSettings, create_app
-    from tuneforge.serve.retrieval import build_retriever
+    from tuneforge.serve import ServeSettings, build_server
     from tuneforge.ui import UiSettings, mount_ui
 
     adapters = parse_adapter_specs(args.adapter)
@@ -99,16 +97,16 @@ def run_ui(args: argparse.Namespace) -> int:
     ui = UiSettings(
         runs=args.runs, stores=args.store, model=args.model, compare_parser=compare_parser()
     )
-    retriever = build_retriever(args.store[0]) if args.store else None
-    loaded = load_base_for_adapters(
-        args.model, adapters.values(), dtype=args.dtype, device=args.device
+    server = build_server(
+        args.model,
+        adapters,
+        settings,
+        store=args.store[0] if args.store else None,
+        dtype=args.dtype,
+        device=args.device,
     )
-    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
-    for name, folder in adapters.items():
-        registry.load(name, folder)
-    engine = Engine(registry, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-    app = create_app(engine, settings, retriever=retriever)
-    mount_ui(app, ui, retriever)
+    app = server.app
+    mount_ui(app, ui, server.retriever)
     print(f"tuneforge UI at http://{HOST}:{args.port}/ui (Ctrl-C or SIGTERM stops)")
     try:
         uvicorn.run(app, host=HOST, port=args.port, log_level="warning")
