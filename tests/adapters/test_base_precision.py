@@ -69,7 +69,8 @@ def _reply(model, tokenizer) -> str:
 
 
 def test_generate_runs_a_qlora_adapter_on_its_4bit_base(qlora_run, tiny64_dir, capsys):
-    from tuneforge.adapters import attach_adapter
+    from peft import PeftModel
+
     from tuneforge.models import load_model
 
     expected = _reply(*_as_trained(qlora_run))
@@ -79,9 +80,10 @@ def test_generate_runs_a_qlora_adapter_on_its_4bit_base(qlora_run, tiny64_dir, c
     assert printed.out == expected + "\n"
     assert "on the NF4 4-bit base it was trained on (QLoRA; double quantization" in printed.err
 
-    # The test tells the bases apart: on the full-precision base the adapter answers otherwise.
+    # The test tells the bases apart: on the full-precision base (plain peft; tuneforge refuses
+    # it, see below) the adapter answers otherwise.
     loaded = load_model(str(tiny64_dir))
-    on_full = attach_adapter(loaded.model, qlora_run / "adapter")
+    on_full = PeftModel.from_pretrained(loaded.model, str(qlora_run / "adapter")).eval()
     assert _reply(on_full, loaded.tokenizer) != expected
 
 
@@ -131,3 +133,47 @@ def test_serve_loads_the_base_its_adapters_were_trained_on_and_says_so(
 
     assert main([*args, "--adapter", f"l={lora_adapter}"]) == 2
     assert "cannot share one base" in capsys.readouterr().err
+
+
+def test_an_adapter_is_refused_on_a_base_of_another_precision(qlora_run, lora_adapter, tiny64_dir):
+    """Loaded later (the registry, /v1/load_lora_adapter), an adapter meets a base already
+    chosen: a QLoRA adapter on the full-precision base, or a LoRA one on the 4-bit base, is
+    refused up front, before peft sees it, naming both bases."""
+    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
+    from tuneforge.models import load_model
+
+    full = load_model(str(tiny64_dir))
+    registry = AdapterRegistry(full.model, full.tokenizer)
+    with pytest.raises(AdapterError) as caught:
+        registry.load("q", qlora_run / "adapter")
+    message = str(caught.value)
+    assert "trained on the NF4 4-bit base (QLoRA)" in message
+    assert "this base is the full-precision base" in message
+    assert registry.folders() == {}
+
+    four_bit = load_base_for_adapters(str(tiny64_dir), [qlora_run / "adapter"])
+    registry = AdapterRegistry(four_bit.model, four_bit.tokenizer)
+    registry.load("q", qlora_run / "adapter")
+    with pytest.raises(AdapterError, match="trained on the full-precision base, this base is the"):
+        registry.load("l", lora_adapter)
+    assert list(registry.folders()) == ["q"]
+
+
+def test_serve_answers_400_to_loading_an_adapter_of_another_base(
+    qlora_run, tiny64_dir, monkeypatch, capsys
+):
+    from fastapi.testclient import TestClient
+
+    started = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **_options: started.setdefault("app", app))
+    root = qlora_run.parent
+    assert main(["serve", "--model", str(tiny64_dir), "--adapter-root", str(root)]) == 0
+    with TestClient(started["app"], base_url="http://127.0.0.1") as client:
+        answer = client.post(
+            "/v1/load_lora_adapter",
+            json={"lora_name": "q", "lora_path": str(qlora_run / "adapter")},
+        )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_adapter" and error["param"] == "lora_path"
+    assert "NF4 4-bit base" in error["message"] and "full-precision" in error["message"]

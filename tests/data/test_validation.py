@@ -134,6 +134,27 @@ def test_json_csv_parquet_and_folder_inputs(tmp_path):
     assert examples[1].source.endswith("b.csv:2") and examples[3].source.endswith("c.parquet:row 1")
 
 
+def test_a_folder_is_read_without_its_hidden_folders_and_hashed_as_read(tmp_path):
+    """A notebook's .ipynb_checkpoints copy (or a .git folder) inside a data folder is neither
+    read (the examples would count twice) nor part of the hash a resume checks."""
+    from tuneforge.train.resume import data_sha256
+
+    folder = tmp_path / "data"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "sub").mkdir()
+    line = json.dumps(chat("q", "a")) + "\n"
+    (folder / "train.jsonl").write_text(line, encoding="utf-8")
+    (folder / "sub" / "more.jsonl").write_text(line, encoding="utf-8")
+    (folder / ".ipynb_checkpoints" / "train-checkpoint.jsonl").write_text(line, encoding="utf-8")
+    before = data_sha256(str(folder))
+    examples = load_examples(DataConfig(path=str(folder), keep_duplicates=True), DataReport())
+    assert [ex.source.rsplit("/", 1)[-1] for ex in examples] == ["more.jsonl:1", "train.jsonl:1"]
+    (folder / ".ipynb_checkpoints" / "train-checkpoint.jsonl").write_text(line * 2, "utf-8")
+    assert data_sha256(str(folder)) == before
+    (folder / "sub" / "more.jsonl").write_text(line * 2, encoding="utf-8")
+    assert data_sha256(str(folder)) != before
+
+
 def test_json_array_errors_name_the_line(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(

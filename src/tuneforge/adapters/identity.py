@@ -112,6 +112,23 @@ def _quantization(model) -> dict | None:
     }
 
 
+def base_precision_words(quantization: dict | None) -> str:
+    """The base an adapter needs, in words: adapters share a base when these are equal (the
+    compute dtype need not be: it is chosen when loading).
+
+    Args:
+        quantization: a recorded or computed ``BaseIdentity.quantization``; None (or empty) for
+            a full-precision base.
+    """
+    if not quantization:
+        return "the full-precision base"
+    if not (quantization.get("load_in_4bit") or quantization.get("_load_in_4bit")):
+        return "an 8-bit base"
+    quant = str(quantization.get("bnb_4bit_quant_type", "nf4")).upper()
+    double = "" if quantization.get("bnb_4bit_use_double_quant") else ", no double quantization"
+    return f"the {quant} 4-bit base (QLoRA{double})"
+
+
 def base_identity(model) -> BaseIdentity:
     """Compute the identity of ``model``'s base weights (plain or peft-wrapped)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -182,6 +199,16 @@ def check_identity(saved: BaseIdentity, current: BaseIdentity, adapter_dir: Path
         raise AdapterError(
             f"{path}: adapter was trained on a {saved.model_type!r} model, this base is "
             f"{current.model_type!r}; {fix}"
+        )
+    trained_on, loaded = (
+        base_precision_words(saved.quantization),
+        base_precision_words(current.quantization),
+    )
+    if trained_on != loaded:  # checked before the shapes: 4-bit weights are packed
+        raise AdapterError(
+            f"{path}: the adapter was trained on {trained_on}, this base is {loaded}; load it "
+            "where the base is the one it was trained on (a command or server started with "
+            "--adapter picks it), or merge it into a model of its own (tuneforge merge)"
         )
     differing = [name for name, shape in saved.shapes.items() if current.shapes.get(name) != shape]
     missing = sorted(set(current.shapes) ^ set(saved.shapes))

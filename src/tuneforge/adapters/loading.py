@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.adapters.identity import BaseIdentity, base_identity, check_identity, read_identity
+from tuneforge.adapters.identity import (
+    BaseIdentity,
+    base_identity,
+    base_precision_words,
+    check_identity,
+    read_identity,
+)
 from tuneforge.errors import AdapterError
 
 CONFIG_FILE = "adapter_config.json"
@@ -175,7 +181,7 @@ def load_base_for_adapters(
     bases = {Path(folder): trained_quantization(folder) for folder in adapter_dirs}
     groups: dict[str, list[Path]] = {}  # the base, in words -> the adapters trained on it
     for folder, quantization in bases.items():
-        groups.setdefault(_base_words(quantization), []).append(folder)
+        groups.setdefault(base_precision_words(quantization), []).append(folder)
     if len(groups) > 1:
         described = "; ".join(
             f"{', '.join(str(f) for f in folders)} on {words}" for words, folders in groups.items()
@@ -193,16 +199,6 @@ def load_base_for_adapters(
         progress=progress,
         quantization=next(iter(bases.values()), None),
     )
-
-
-def _base_words(quantization: dict | None) -> str:
-    """The base an adapter needs, in words; adapters share a base when these are equal (the
-    compute dtype need not be: it is chosen when loading)."""
-    if quantization is None:
-        return "the full-precision base"
-    quant = str(quantization.get("bnb_4bit_quant_type", "nf4")).upper()
-    double = "" if quantization.get("bnb_4bit_use_double_quant") else ", no double quantization"
-    return f"the {quant} 4-bit base (QLoRA{double})"
 
 
 def linear_shapes(model) -> dict[str, tuple[int, int]]:

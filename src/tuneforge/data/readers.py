@@ -67,11 +67,7 @@ def read_records(path: str, problems: Problems) -> Iterator[Record]:
     """
     local = Path(path).expanduser()
     if local.is_dir():
-        files = sorted(
-            p
-            for p in local.rglob("*")
-            if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
-        )
+        files = data_files(local)
         if not files:
             raise DataError(
                 f"{local}: the folder holds no data files ({', '.join(SUFFIXES)}); "
@@ -85,6 +81,20 @@ def read_records(path: str, problems: Problems) -> Iterator[Record]:
         yield from read_hub(path.removeprefix("hub:"))
     else:
         raise DataError(f"{path}: no such file or folder; check the path")
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The data files a folder holds, as ``read_records`` reads them: files with a data suffix
+    (``SUFFIXES``), in sorted order, recursively, skipping hidden files and anything inside a
+    hidden folder (``.git``, ``.ipynb_checkpoints`` copies would otherwise be read twice).
+    """
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def read_file(path: Path, problems: Problems) -> Iterator[Record]:

@@ -82,7 +82,7 @@ def data_sha256(path: str) -> str | None:
 
     Returns None for what is not local (a hub data set name) or does not exist.
     """
-    from tuneforge.data.readers import SUFFIXES
+    from tuneforge.data.readers import data_files
 
     local = Path(path).expanduser()
     if local.is_file():
@@ -90,12 +90,7 @@ def data_sha256(path: str) -> str | None:
     if not local.is_dir():
         return None
     digest = hashlib.sha256()
-    # the files the data reader reads from a folder (tuneforge.data.readers.read_records)
-    for file in sorted(
-        p
-        for p in local.rglob("*")
-        if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
-    ):
+    for file in data_files(local):  # the files the data reader reads from the folder
         digest.update(f"{file.relative_to(local)}\0{_file_sha256(file)}\n".encode())
     return digest.hexdigest()
 
