@@ -22,7 +22,6 @@ from tuneforge.generation import GenerationSettings, Reply
 from tuneforge.rag import Hit, resolve_prompt_format
 from tuneforge.tasks import sourced_answers
 
-
 TINY_BUDGET = Budget(
     kb_answerable=2,
     kb_unanswerable=1,
@@ -222,3 +221,78 @@ def test_training_configs_take_the_lora_shape_from_the_budget(monkeypatch, tmp_p
     assert lora.lr == compare_module.LEARNING_RATES["lora"]
     assert full.lr == compare_module.LEARNING_RATES["full"] and full.method == "full"
     assert lora.batch_size == budget.batch_size and lora.out == str(tmp_path / "runs" / "run")
+
+
+@pytest.mark.slow
+def test_compare_on_the_users_documents_questions_and_form_task(tiny_model_dir, tmp_path):
+    from tuneforge.evaluate.recommendation import recommendation
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pump.md").write_text("# Pump\n\nThe Orla pump costs 70 euros.\n")
+    (docs / "depot.txt").write_text("Depot\n\nThe Vesk depot opens at 06:45.\n")
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {
+                    "question": "How much is the Orla pump?",
+                    "answer": "70 euros",
+                    "source": "pump.md",
+                },
+                {"question": "What does the Orla pump cost?", "answer": "70 euros"},
+                {
+                    "question": "When does the Vesk depot open?",
+                    "answer": "06:45",
+                    "source": "depot.txt",
+                },
+                {"question": "At what time does the depot open?", "answer": "06:45"},
+                {"question": "What colour is the Orla pump?", "answer": None},
+                {"question": "Who runs the Vesk depot?", "answer": None},
+            ]
+        )
+    )
+    schema = tmp_path / "s.json"
+    schema.write_text('{"type": "object", "required": ["n"]}')
+    train = tmp_path / "task.jsonl"
+    train.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"number {i}"},
+                        {"role": "assistant", "content": json.dumps({"n": i})},
+                    ]
+                }
+            )
+            for i in range(6)
+        )
+    )
+    out = tmp_path / "compare"
+    comparison = compare(
+        out,
+        budget=TINY_BUDGET,
+        model=str(tiny_model_dir),
+        device="cpu",
+        progress=False,
+        num_threads=1,
+        log=lambda _: None,
+        docs=docs,
+        questions=questions,
+        train=train,
+        schema=schema,
+        holdout=0.4,
+    )
+    tasks = {a.task for a in comparison.arms}
+    assert tasks == {"knowledge", "json"}  # the bundled combined task is not run on user data
+    assert {a.arm for a in comparison.arms if a.task == "knowledge"} == set(ARMS)
+    assert comparison.settings["questions_held_out"] == 3  # 2 of 4 answerable, 1 of 2 not
+    assert "your documents are not edited" in comparison.update_cost.fact
+    assert not (out / "kb_docs").exists()  # the user's documents are not copied
+    assert (docs / "pump.md").read_text() == "# Pump\n\nThe Orla pump costs 70 euros.\n"
+    knowledge = comparison.result("raft+rag", "knowledge")
+    assert knowledge.intervals["contains_answer"].n == 2
+    assert "too few questions" in recommendation(comparison) or "no difference" in (
+        recommendation(comparison)
+    )

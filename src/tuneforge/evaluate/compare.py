@@ -34,7 +34,6 @@ and trains ~10x longer.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -46,14 +45,12 @@ from typing import TYPE_CHECKING
 from tuneforge.errors import ConfigError
 from tuneforge.evaluate.arms import COMBINED, JSON, KNOWLEDGE, Arm, Task, arms_for
 from tuneforge.evaluate.compare_data import (
-    FormTask,
-    bundled_form_task,
     pick_questions,
     qa_training_records,
-    read_form_task,
+    read_compare_inputs,
     split_questions,
 )
-from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve, UpdateCost
+from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve
 from tuneforge.evaluate.runner import (
     Responder,
     evaluate,
@@ -61,11 +58,11 @@ from tuneforge.evaluate.runner import (
     plain_responder,
     rag_responder,
 )
+from tuneforge.evaluate.update_cost import measure_update_cost
 
 if TYPE_CHECKING:
     from tuneforge.generation import GenerationSettings
     from tuneforge.rag import RagStore
-    from tuneforge.rag.qa_records import QARecord
 
 
 @dataclass
@@ -311,70 +308,6 @@ def _samples(rows: list[dict], verdict_key: str) -> list[dict]:
     ]
 
 
-def _mutate_fact(records: list[QARecord], docs: Path) -> tuple[QARecord, str, str, Path] | None:
-    """Pick an answerable question whose numeric answer is written in its document."""
-    for record in records:
-        if not record.answerable or not record.sources:
-            continue
-        answer = record.answers[0]
-        path = docs / record.sources[0]
-        if (
-            not re.search(r"\d", answer)
-            or not path.exists()
-            or answer not in path.read_text(encoding="utf-8")
-        ):
-            continue
-        match = re.search(r"\d", answer)
-        digit = str((int(match.group()) + 3) % 10 or 4)
-        new = answer[: match.start()] + digit + answer[match.end() :]
-        return record, answer, new, path
-    return None
-
-
-@dataclass
-class _Data:
-    """The checked inputs of one comparison (see :func:`_read_data`)."""
-
-    records: list[QARecord]
-    form: FormTask | None
-    docs: Path | None  # the user's documents folder; None: the bundled knowledge base
-    description: str
-
-
-def _read_data(
-    b: Budget, docs, questions, train, schema, holdout: float, seed: int
-) -> tuple[_Data, list[Task]]:
-    """Read and check every input file; the tasks to run on them."""
-    from tuneforge.rag.qa_records import read_qa_records
-    from tuneforge.tasks.knowledge_base import questions_path
-
-    user = any(value is not None for value in (docs, questions, train, schema))
-    if not user:
-        data = _Data(
-            read_qa_records(questions_path()),
-            bundled_form_task(b.json_prompts, b.json_examples),
-            None,
-            "the bundled tasks",
-        )
-        return data, [KNOWLEDGE, JSON, COMBINED]
-    if docs is None or questions is None:
-        raise ConfigError(
-            "compare on your data needs both --docs DIR and --questions FILE (JSONL of "
-            '{"question", "answer", "source"}); --train FILE --schema FILE add a form task'
-        )
-    if (train is None) != (schema is None):
-        raise ConfigError("--train and --schema go together: a form task needs its JSON schema")
-    docs = Path(docs)
-    if not docs.exists():
-        raise ConfigError(f"--docs {docs}: no such file or folder")
-    form = read_form_task(train, schema, holdout, seed, b.json_prompts) if train else None
-    description = f"documents {docs}, questions {questions}" + (
-        f", form task {train} (schema {schema})" if train else ""
-    )
-    tasks = [KNOWLEDGE, JSON] if form else [KNOWLEDGE]
-    return _Data(read_qa_records(questions), form, docs, description), tasks
-
-
 def compare(
     out: Path,
     budget: str | Budget = "quick",
@@ -432,7 +365,9 @@ def compare(
         b = BUDGETS[budget]
     else:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    data, task_rows = _read_data(b, docs, questions, train, schema, holdout, seed)
+    data, task_rows = read_compare_inputs(
+        b.json_prompts, b.json_examples, docs, questions, train, schema, holdout, seed
+    )
     split = split_questions(data.records, holdout, seed)
     combined = COMBINED in task_rows
     out = Path(out)
@@ -469,9 +404,8 @@ def compare(
 
     # -- training data ------------------------------------------------------------------------
     json_system = sourced_answers.SYSTEM_PROMPT if combined else None
-    knowledge_data = _write_jsonl(
-        out / "data" / "knowledge_qa.jsonl", qa_training_records(split.trained, json_system)
-    )
+    knowledge_pairs = qa_training_records(split.trained, json_system)
+    knowledge_data = _write_jsonl(out / "data" / "knowledge_qa.jsonl", knowledge_pairs)
     step("building RAFT examples over the store")
     raft_settings = RaftSettings(
         top_k=RAG_TOP_K,
@@ -529,16 +463,17 @@ def compare(
             kb_store,
             settings,
             trained_items=[r.eval_item() for r in memorised],
-        ),
-        "combined": TaskInputs(
+        )
+    }
+    if combined:
+        prepared["combined"] = TaskInputs(
             COMBINED,
             [sourced_answers.eval_item(r) for r in held_out],
             kb_store,
             combined_settings,
             sourced_answers.SCHEMA,
             [sourced_answers.eval_item(r) for r in memorised],
-        ),
-    }
+        )
     if data.form is not None:
         prepared["json"] = TaskInputs(
             JSON,
@@ -593,8 +528,16 @@ def compare(
     del full_model, km
 
     # -- cost to update one fact --------------------------------------------------------------
-    update = _update_cost(
-        data, split.held_out + split.trained, kb_docs, kb_store, ingest, bm, tok, settings
+    update = measure_update_cost(
+        data,
+        split.held_out + split.trained,
+        kb_docs,
+        kb_store,
+        ingest,
+        bm,
+        tok,
+        settings,
+        RAG_TOP_K,
     )
     if update is not None:
         update.retrain_seconds = train_seconds["knowledge-lora"]
@@ -613,7 +556,7 @@ def compare(
             "seed": seed,
             "questions_trained": len(split.trained),
             "questions_held_out": len(split.held_out),
-            "knowledge_train_pairs": sum(1 for _ in knowledge_data.open(encoding="utf-8")),
+            "knowledge_train_pairs": len(knowledge_pairs),
             "raft_data": " · ".join(raft_reports),
             "note": "every arm is asked held-out questions; the fine-tuned arms also trained ones",
         },
@@ -626,42 +569,3 @@ def compare(
     save_comparison(comparison, out / "results.json")
     step(f"done; wrote {out / 'results.json'}")
     return comparison
-
-
-def _update_cost(
-    data: _Data, records: list[QARecord], kb_docs: Path, kb_store, ingest, model, tok, settings
-) -> UpdateCost | None:
-    """The cost to change one fact (``retrain_seconds`` is filled in by the caller).
-
-    Bundled: change one number in a copied document, re-ingest, ask base+RAG again. The user's
-    documents are never edited: their cost is the measured ingest time per document.
-    """
-    from tuneforge.evaluate.metrics import contains_answer
-
-    if data.docs is not None:
-        documents = max(ingest.added + ingest.updated + ingest.unchanged, 1)
-        return UpdateCost(
-            fact=(
-                f"your documents are not edited; re-ingesting one changed document is estimated "
-                f"from the ingest ({ingest.seconds:.1f} s for {documents} documents)"
-            ),
-            reingest_seconds=ingest.seconds / documents,
-            retrain_seconds=0.0,
-        )
-    picked = _mutate_fact(records, kb_docs)
-    if picked is None:
-        return None
-    record, old, new, path = picked
-    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
-    start = time.perf_counter()
-    kb_store.ingest(kb_docs, progress=False)
-    reingest_s = time.perf_counter() - start
-    reply = rag_responder(model, tok, kb_store, settings, top_k=RAG_TOP_K)(
-        {"prompt": record.question}
-    )
-    return UpdateCost(
-        fact=f"{path.name}: {old!r} changed to {new!r}; base+RAG then answered {reply.text!r}",
-        reingest_seconds=reingest_s,
-        retrain_seconds=0.0,
-        reingest_recalled=contains_answer(reply.text, new),
-    )

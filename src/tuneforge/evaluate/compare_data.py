@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError
+from tuneforge.evaluate.arms import COMBINED, JSON, KNOWLEDGE, Task
 from tuneforge.evaluate.runner import QA_SYSTEM_PROMPT, load_eval_data
 from tuneforge.rag.qa_records import QARecord
 from tuneforge.rag.replies import REFUSAL
@@ -68,6 +69,8 @@ def split_questions(records: list[QARecord], holdout: float, seed: int = 0) -> Q
 
 def spread(items: list, count: int) -> list:
     """``count`` items evenly spread over ``items`` (all of them if fewer)."""
+    if count <= 0:
+        return []
     if count >= len(items):
         return list(items)
     step = len(items) / count
@@ -224,3 +227,75 @@ def read_form_task(
 
 def _expected(item: dict) -> dict:
     return {"expected": item["expected"], "history": item.get("history") or []}
+
+
+@dataclass
+class CompareInputs:
+    """The checked inputs of one comparison.
+
+    Attributes:
+        records: the questions (QA records).
+        form: the form task, or None when there is none (the user gave no ``--train``).
+        docs: the user's documents; None for the bundled knowledge base.
+        description: one line for the report naming what was compared.
+    """
+
+    records: list[QARecord]
+    form: FormTask | None
+    docs: Path | None
+    description: str
+
+
+def read_compare_inputs(
+    json_prompts: int,
+    json_examples: int,
+    docs: Path | str | None = None,
+    questions: Path | str | None = None,
+    train: Path | str | None = None,
+    schema: Path | str | None = None,
+    holdout: float = 0.3,
+    seed: int = 0,
+) -> tuple[CompareInputs, list[Task]]:
+    """Read and check every input file of ``compare``; the tasks to run on them.
+
+    No data option: the bundled tasks (knowledge, json, combined). Otherwise ``docs`` and
+    ``questions`` (the knowledge task), plus ``train`` with ``schema`` (the form task).
+
+    Args:
+        json_prompts: held-out form-task prompts to ask.
+        json_examples: bundled training examples to retrieve as demonstrations.
+        docs, questions, train, schema: the user's files (see ``tuneforge compare --help``).
+        holdout: share of the form task's records held out.
+        seed: seed of the form task's split.
+
+    Raises:
+        ConfigError: a data option without its partner, or documents that do not exist.
+        DataError: an invalid question or form-task file (``file:line``).
+    """
+    from tuneforge.rag.qa_records import read_qa_records
+    from tuneforge.tasks.knowledge_base import questions_path
+
+    if all(value is None for value in (docs, questions, train, schema)):
+        bundled = CompareInputs(
+            read_qa_records(questions_path()),
+            bundled_form_task(json_prompts, json_examples),
+            None,
+            "the bundled tasks",
+        )
+        return bundled, [KNOWLEDGE, JSON, COMBINED]
+    if docs is None or questions is None:
+        raise ConfigError(
+            "compare on your data needs both --docs DIR and --questions FILE (JSONL of "
+            '{"question", "answer", "source"}); --train FILE --schema FILE add a form task'
+        )
+    if (train is None) != (schema is None):
+        raise ConfigError("--train and --schema go together: a form task needs its JSON schema")
+    docs = Path(docs)
+    if not docs.exists():
+        raise ConfigError(f"--docs {docs}: no such file or folder")
+    form = read_form_task(train, schema, holdout, seed, json_prompts) if train else None
+    description = f"documents {docs}, questions {questions}" + (
+        f", form task {train} (schema {schema})" if train else ""
+    )
+    tasks = [KNOWLEDGE, JSON] if form else [KNOWLEDGE]
+    return CompareInputs(read_qa_records(questions), form, docs, description), tasks

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tuneforge.evaluate.intervals import Interval, proportion_interval, questions_needed
 from tuneforge.evaluate.results import ARMS, Comparison
+from tuneforge.evaluate.runner import RATE_COUNTS
 
 LEVERS = {
     "base": "the base model alone",
@@ -61,7 +62,7 @@ def estimate(comparison: Comparison, arm: str, task: str, metric: str) -> Estima
         return None
     interval = comparison.interval(arm, task, metric)
     if interval is None:
-        count = comparison.metric(arm, task, f"n_{metric}")
+        count = comparison.metric(arm, task, RATE_COUNTS.get(metric, f"n_{metric}"))
         if math.isnan(count):
             return None
         interval = proportion_interval(value, int(count))

@@ -36,7 +36,6 @@ from tuneforge.evaluate import metrics as m
 from tuneforge.evaluate.intervals import (
     Interval,
     bootstrap_interval,
-    proportion_interval,
     wilson_interval,
 )
 from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
@@ -411,16 +410,6 @@ def rate_intervals(rows: list[dict], metrics: Sequence[str]) -> dict[str, Interv
         if answerable:
             intervals["over_refusal_rate"] = wilson_interval(sum(answerable), len(answerable))
     return intervals
-
-
-def interval_of(name: str, value: float, counts: Mapping[str, float]) -> Interval | None:
-    """The Wilson interval of a rate from its value and its count in ``counts`` (the ``n_*``
-    entries of a metrics dict); None for a name that is not a proportion or has no count."""
-    count_key = RATE_COUNTS.get(name, f"n_{name}")
-    n = counts.get(count_key)
-    if name in BOOTSTRAP_KEYS or n is None or _isnan(n):
-        return None
-    return proportion_interval(value, int(n))
 
 
 RATE_KEYS = (
