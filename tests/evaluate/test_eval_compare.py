@@ -73,6 +73,9 @@ def test_compare_runs_every_arm_on_the_tiny_model(tiny_model_dir, tmp_path):
     targets = [json.loads(line)["messages"][-1]["content"] for line in raft_lines]
     assert any(t.startswith('{"answer": ') for t in targets)
     assert any(re.search(r"\[\d\]$", t) for t in targets)
+    reports = json.loads((out / "data" / "raft.report.json").read_text())
+    assert [r["settings"]["target_format"] for r in reports] == ["cited", "json"]
+    assert sum(r["examples"] for r in reports) == len(raft_lines)
     assert load_comparison(out / "results.json") == comparison
     md, html = write_report(comparison, out)
     assert "| Cost to update one fact" in md.read_text()

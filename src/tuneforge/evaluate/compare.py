@@ -350,6 +350,7 @@ def compare(
             (``file:line``), before any model loads.
     """
     from tuneforge.adapters import attach_adapter
+    from tuneforge.atomic import write_json
     from tuneforge.evaluate.results import save_comparison
     from tuneforge.generation import GenerationSettings
     from tuneforge.models import load_model
@@ -414,16 +415,18 @@ def compare(
         seed=seed,
     )
     raft_examples, raft_report = build_raft_examples(split.trained, kb_store, raft_settings)
-    raft_reports = [raft_report.summary()]
-    if combined:
+    raft_reports = [raft_report]
+    if combined:  # the same builder, the combined task's JSON target and instruction
         json_settings = replace(
             raft_settings, target_format="json", client_system=json_system, seed=seed + 1
         )
         json_examples, json_report = build_raft_examples(split.trained, kb_store, json_settings)
         raft_examples += json_examples
-        raft_reports.append("json: " + json_report.summary())
+        raft_reports.append(json_report)
     raft_data = write_raft_data(out / "data" / "raft.jsonl", raft_examples)
-    step(" · ".join(raft_reports))
+    write_json(out / "data" / "raft.report.json", [asdict(r) for r in raft_reports])
+    raft_summary = " · ".join(f"{r.settings['target_format']}: {r.summary()}" for r in raft_reports)
+    step(raft_summary)
 
     settings = GenerationSettings(max_new_tokens=b.max_new_tokens)
     args = {
@@ -557,7 +560,7 @@ def compare(
             "questions_trained": len(split.trained),
             "questions_held_out": len(split.held_out),
             "knowledge_train_pairs": len(knowledge_pairs),
-            "raft_data": " · ".join(raft_reports),
+            "raft_data": raft_summary,
             "note": "every arm is asked held-out questions; the fine-tuned arms also trained ones",
         },
         arms=arms,
