@@ -11,6 +11,7 @@ from tuneforge.evaluate.intervals import (
     bootstrap_interval,
     proportion_interval,
     questions_needed,
+    wilson_bounds,
     wilson_interval,
 )
 from tuneforge.evaluate.runner import Response, evaluate, rate_intervals
@@ -56,13 +57,22 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     assert bootstrap_interval([0.5] * 8) == Interval(0.5, 0.5, 8, "bootstrap")
 
 
-def test_questions_needed_follows_the_stated_formula():
-    # 65% vs 60%: (1.96·(√(.65·.35) + √(.6·.4)) / .05)² = 1436.3 -> 1437 per arm.
-    assert questions_needed(0.65, 0.60) == 1437
-    assert questions_needed(0.60, 0.65) == 1437  # symmetric
-    assert questions_needed(0.95, 0.80) == 66
+def test_questions_needed_is_where_the_wilson_intervals_part():
+    def apart(p1: float, p2: float, n: int) -> bool:
+        return wilson_bounds(max(p1, p2), n)[0] > wilson_bounds(min(p1, p2), n)[1]
+
+    for p1, p2 in [(0.65, 0.60), (0.95, 0.80), (0.9, 0.75), (1.0, 0.0), (0.67, 0.0)]:
+        n = questions_needed(p1, p2)
+        assert apart(p1, p2, n) and not apart(p1, p2, n - 1), (p1, p2, n)
+        assert questions_needed(p2, p1) == n  # symmetric
+    # Away from 0 and 1 it matches the stated approximation: 65% vs 60%:
+    # (1.96·(√(.65·.35) + √(.6·.4)) / .05)² = 1436.3.
+    assert questions_needed(0.65, 0.60) == 1441
+    # Near the edges the approximation would undercount; the search does not: 67% vs 0% on 6
+    # questions overlap ([30–90%] vs [0–39%]), and 8 questions are needed, not 3.
+    assert not wilson_interval(4, 6).separates_above(wilson_interval(0, 6))
+    assert questions_needed(4 / 6, 0.0) == 8
     assert questions_needed(0.5, 0.5) is None
-    assert questions_needed(1.0, 0.0) == 1  # floored spread: still finite
 
 
 def test_twenty_questions_cannot_separate_five_points():

@@ -52,8 +52,12 @@ def test_recommendation_names_a_lever_only_where_intervals_separate():
     assert (
         "refusal: too few questions to tell raft+rag 90% [77–96%] from base+rag 75% [60–86%] "
         "(40 questions; the 95% intervals overlap); telling a difference of this size apart "
-        "needs about 92 questions per arm (n ≈ (1.96·(√(p₁(1−p₁)) + √(p₂(1−p₂))) / (p₁ − p₂))²)"
+        "needs about 99 questions per arm*"
     ) in line
+    assert line.endswith(
+        " (*the count at which the two Wilson intervals stop overlapping; away from 0% and 100%, "
+        "n ≈ (1.96·(√(p₁(1−p₁)) + √(p₂(1−p₂))) / (p₁ − p₂))².)"
+    )
     assert "fine-tune for format (fine-tuned 90% [80–95%] vs base+rag 20% [12–32%]" in line
     assert "facts in a strict format: use RAFT fine-tuning plus retrieval" in line
     assert "trained on and 30% [22–40%] of held-out ones" in line
@@ -69,7 +73,7 @@ def test_twenty_questions_and_five_points_is_too_small_to_tell():
     line = recommendation(comparison)
     assert "facts: too few questions to tell raft+rag 65% [43–82%] from base+rag 60%" in line
     assert "(20 questions; the 95% intervals overlap)" in line
-    assert "needs about 1,437 questions per arm" in line
+    assert "needs about 1,441 questions per arm" in line
     assert "use RAFT" not in line.split(";")[0]
     assert classic_table(comparison)[0].best.startswith("raft+rag ≈ base+rag")
 

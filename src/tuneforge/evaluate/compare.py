@@ -34,6 +34,7 @@ and trains ~10x longer.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -76,7 +77,11 @@ class Budget:
         json_prompts: held-out form-task prompts asked.
         general_questions: general-knowledge questions asked (forgetting; of 20).
         knowledge_steps: optimizer steps of the Q/A fine-tunes (LoRA and full alike).
-        raft_steps: optimizer steps of the RAFT LoRA fine-tune.
+        raft_epochs: passes of the RAFT LoRA fine-tune over its examples (optimizer steps =
+            ``ceil(raft_epochs * examples / batch_size)``, at least ``raft_min_steps``): measured
+            on the bundled questions, one pass beat two, which taught the model to refuse
+            questions it was not sure of (see docs/evaluate.md).
+        raft_min_steps: fewest optimizer steps of the RAFT fine-tune (small question sets).
         json_steps: optimizer steps of the form-task LoRA fine-tune.
         json_examples: bundled training examples put in the demonstration store.
         batch_size: examples per optimizer step.
@@ -95,7 +100,7 @@ class Budget:
     json_prompts: int
     general_questions: int
     knowledge_steps: int
-    raft_steps: int
+    raft_epochs: float
     json_steps: int
     json_examples: int
     batch_size: int = 8
@@ -106,6 +111,7 @@ class Budget:
     lora_alpha: float = 32.0
     raft_oracle_share: float = 0.8
     raft_examples_per_question: int = 2
+    raft_min_steps: int = 30
 
 
 BUDGETS = {
@@ -116,7 +122,7 @@ BUDGETS = {
         json_prompts=6,
         general_questions=8,
         knowledge_steps=16,
-        raft_steps=60,
+        raft_epochs=1.0,
         json_steps=16,
         json_examples=100,
         batch_size=4,
@@ -129,7 +135,7 @@ BUDGETS = {
         json_prompts=60,
         general_questions=20,
         knowledge_steps=150,
-        raft_steps=64,
+        raft_epochs=2.0,
         json_steps=150,
         json_examples=1200,
     ),
@@ -296,16 +302,16 @@ def run_arms(
 
 
 def _samples(rows: list[dict], verdict_key: str) -> list[dict]:
-    """The first reply, and the first to an unanswerable question when there is one."""
+    """The first reply, and the first to an unanswerable question when there is one (whose
+    verdict is whether it refused, when the task's verdict does not apply to it)."""
     picked = rows[:1] + [row for row in rows[1:] if row.get("answerable") is False][:1]
-    return [
-        {
-            "question": row["prompt"],
-            "reply": row["reply"],
-            "verdict": f"{verdict_key}={row.get(verdict_key, row.get('refused'))}",
-        }
-        for row in picked
-    ]
+    samples = []
+    for row in picked:
+        key = verdict_key if verdict_key in row or "refused" not in row else "refused"
+        samples.append(
+            {"question": row["prompt"], "reply": row["reply"], "verdict": f"{key}={row.get(key)}"}
+        )
+    return samples
 
 
 def compare(
@@ -424,6 +430,7 @@ def compare(
         raft_examples += json_examples
         raft_reports.append(json_report)
     raft_data = write_raft_data(out / "data" / "raft.jsonl", raft_examples)
+    raft_steps = max(b.raft_min_steps, math.ceil(b.raft_epochs * len(raft_examples) / b.batch_size))
     write_json(out / "data" / "raft.report.json", [asdict(r) for r in raft_reports])
     raft_summary = " · ".join(f"{r.settings['target_format']}: {r.summary()}" for r in raft_reports)
     step(raft_summary)
@@ -442,7 +449,7 @@ def compare(
     trainings = [  # (run name, data, method, optimizer steps, max length)
         ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps, MAX_LENGTH),
         ("knowledge-full", knowledge_data, "full", b.knowledge_steps, MAX_LENGTH),
-        ("knowledge-raft", raft_data, "lora", b.raft_steps, RAFT_MAX_LENGTH),
+        ("knowledge-raft", raft_data, "lora", raft_steps, RAFT_MAX_LENGTH),
     ]
     if data.form is not None:
         form_data = _write_jsonl(out / "data" / "form_train.jsonl", data.form.train)
@@ -561,6 +568,7 @@ def compare(
             "questions_held_out": len(split.held_out),
             "knowledge_train_pairs": len(knowledge_pairs),
             "raft_data": raft_summary,
+            "raft_steps": raft_steps,
             "note": "every arm is asked held-out questions; the fine-tuned arms also trained ones",
         },
         arms=arms,

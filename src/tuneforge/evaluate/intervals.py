@@ -9,10 +9,11 @@ carries its interval and its count, and a winner is named only where intervals s
   0 of 10).
 - Means of per-question scores that are not 0/1 (field accuracy): the percentile bootstrap
   (Efron 1979) over questions, seeded so a report is reproducible.
-- Questions needed: two 95% intervals half-width ``z·sqrt(p(1-p)/n)`` stop overlapping once
-  ``|p1 - p2| > z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2)))/sqrt(n)``, so
-  ``n ≈ (z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2))) / (p1 - p2))²`` questions per arm (normal
-  approximation, the same questions asked of both arms).
+- Questions needed: the smallest count ``n`` (the same questions asked of both arms) at which
+  the two rates' Wilson intervals stop overlapping. Away from 0 and 1, where intervals of
+  half-width ``z·sqrt(p(1-p)/n)`` stop overlapping once
+  ``|p1 - p2| > z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2)))/sqrt(n)``, that is
+  ``n ≈ (z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2))) / (p1 - p2))²``.
 """
 
 from __future__ import annotations
@@ -50,10 +51,19 @@ class Interval:
         return {"low": self.low, "high": self.high, "n": self.n, "method": self.method}
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> Interval:
-    """The Wilson score interval of ``successes`` out of ``n``.
+def wilson_bounds(p: float, n: float, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``p`` measured on ``n`` items (``n`` > 0).
 
-    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``p = successes/n``.
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``.
+    """
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return center - half, center + half
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> Interval:
+    """The Wilson score interval of ``successes`` out of ``n`` (:func:`wilson_bounds`).
 
     Raises:
         ValueError: ``n`` < 0 or ``successes`` outside [0, n].
@@ -62,15 +72,10 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> Interval:
         raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
     if n == 0:
         return Interval(math.nan, math.nan, 0, "wilson")
-    p = successes / n
-    denominator = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    low, high = wilson_bounds(successes / n, n, z)
     # In exact arithmetic p = 0 gives a lower bound of 0 and p = 1 an upper bound of 1; floats
     # leave rounding dust (0.9999999999999999), so those bounds are set exactly.
-    low = 0.0 if successes == 0 else center - half
-    high = 1.0 if successes == n else center + half
-    return Interval(low, high, n, "wilson")
+    return Interval(0.0 if successes == 0 else low, 1.0 if successes == n else high, n, "wilson")
 
 
 def proportion_interval(rate: float, n: int) -> Interval:
@@ -104,17 +109,33 @@ def bootstrap_interval(
     return Interval(low, high, len(values), "bootstrap")
 
 
-def questions_needed(p1: float, p2: float, z: float = Z_95) -> int | None:
-    """Questions per arm for two rates ``p1`` and ``p2`` to have separate 95% intervals.
+def questions_needed(p1: float, p2: float, z: float = Z_95, limit: int = 10**7) -> int | None:
+    """Questions per arm for rates ``p1`` and ``p2`` to have separate 95% Wilson intervals.
 
-    ``n ≈ (z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2))) / (p1 - p2))²`` (see the module docstring).
+    The smallest ``n`` at which :func:`wilson_bounds` of the two rates no longer overlap, found
+    by doubling then bisection; away from 0 and 1 it is close to the normal approximation
+    ``n ≈ (z·(sqrt(p1(1-p1)) + sqrt(p2(1-p2))) / (p1 - p2))²`` (see the module docstring), and
+    unlike it, it stays right for small counts and rates of 0 or 1, so it is always more than
+    the count on which the two intervals were seen to overlap.
 
     Returns:
-        the count rounded up; None when ``p1 == p2`` (no count separates equal rates). A rate
-        of exactly 0 or 1 has no spread in this approximation: its ``p(1-p)`` is floored at
-        0.01 (a 1% rate's), so a perfect arm against another still gets a finite count.
+        the count; None when ``p1 == p2`` (no count separates equal rates) or it exceeds
+        ``limit``.
     """
     if any(math.isnan(p) for p in (p1, p2)) or p1 == p2:
         return None
-    spread = sum(math.sqrt(max(p * (1 - p), 0.01)) for p in (p1, p2))
-    return math.ceil((z * spread / (p1 - p2)) ** 2)
+    low, high = sorted((p1, p2))
+
+    def separated(n: int) -> bool:
+        return wilson_bounds(high, n, z)[0] > wilson_bounds(low, n, z)[1]
+
+    n = 1
+    while not separated(n):
+        n *= 2
+        if n > limit:
+            return None
+    lo = n // 2  # not separated (or 0)
+    while n - lo > 1:
+        middle = (lo + n) // 2
+        lo, n = (lo, middle) if separated(middle) else (middle, n)
+    return n

@@ -26,8 +26,11 @@ LEVERS = {
 }
 """What each arm stands for in a sentence."""
 
-NEEDED_FORMULA = "n ≈ (1.96·(√(p₁(1−p₁)) + √(p₂(1−p₂))) / (p₁ − p₂))²"
-"""The questions-needed formula, as the report states it."""
+NEEDED_FORMULA = (
+    "the count at which the two Wilson intervals stop overlapping; away from 0% and 100%, "
+    "n ≈ (1.96·(√(p₁(1−p₁)) + √(p₂(1−p₂))) / (p₁ − p₂))²"
+)
+"""How the questions-needed count is found, as the report states it."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def too_few(verdict: Verdict, what: str) -> str:
     return (
         f"{what}: too few questions to tell {best.text()} from {runner.text()} "
         f"({n} questions; the 95% intervals overlap); telling a difference of this size apart "
-        f"needs about {verdict.needed:,} questions per arm ({NEEDED_FORMULA})"
+        f"needs about {verdict.needed:,} questions per arm*"
     )
 
 
@@ -216,7 +219,10 @@ def recommendation(comparison: Comparison) -> str:
             f"updating a fact costs {_secs(cost.reingest_seconds)} by re-ingest vs "
             f"{_secs(cost.retrain_seconds)} by re-training ({ratio:.0f}×)"
         )
-    return "Recommendation: " + "; ".join(part for part in parts if part) + "."
+    line = "Recommendation: " + "; ".join(part for part in parts if part) + "."
+    if "questions per arm*" in line:
+        line += f" (*{NEEDED_FORMULA}.)"
+    return line
 
 
 def _secs(value: float) -> str:

@@ -234,7 +234,8 @@ def _detail_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                         cells.append(
                             format_rate(value, comparison.interval(arm, task, name, split))
                         )
-                rows.append([task, split, label, *cells])
+                if any(cell != "n/a" for cell in cells):  # e.g. no refusal rate without
+                    rows.append([task, split, label, *cells])  # unanswerable questions
     return headers, rows
 
 
