@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import socket
 import urllib.error
@@ -46,11 +47,12 @@ def adapter_root(tiny_model_dir, tmp_path_factory) -> Path:
 
 @dataclass
 class Server:
-    """A running server: its URL, engine and raw HTTP access."""
+    """A running server: its URL, engine, app and raw HTTP access."""
 
     url: str
     engine: object
     api_key: str | None
+    app: object = None
 
     def client(self, api_key: str | None = None, **kwargs):
         """An official ``openai`` client for this server (no retries)."""
@@ -73,6 +75,39 @@ class Server:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str | bytes] | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, str]:
+        """(status, body text) of a request sent exactly as given (``http.client``).
+
+        Header values may be bytes (sent as they are); a ``Host`` in ``headers`` replaces the
+        default one, ``"Host": None`` sends none. The API key is added unless ``headers`` holds
+        an ``Authorization``.
+        """
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        headers = dict(headers or {})
+        if self.api_key and "Authorization" not in headers:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        try:
+            connection.putrequest(method, path, skip_host="Host" in headers)
+            for name, value in headers.items():
+                if value is not None:
+                    connection.putheader(name, value)
+            if body is not None:
+                connection.putheader("Content-Type", "application/json")
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
 
 
 def free_port() -> int:
@@ -105,7 +140,7 @@ def run_server(
     engine = Engine(registry, config.max_batch_size, config.max_queue)
     app = create_app(engine, config, retriever=retriever)
     with serve_in_thread(app) as url:
-        yield Server(url=url, engine=engine, api_key=api_key)
+        yield Server(url=url, engine=engine, api_key=api_key, app=app)
 
 
 @pytest.fixture(scope="module")

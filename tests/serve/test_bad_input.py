@@ -157,3 +157,130 @@ def test_full_queue_answers_429_promptly(tiny_model_dir):
         second.join(60)
         assert results == [200, 200]
         still_serves(server)
+
+
+CHAT = b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}', "messages.0.content"),
+        ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}', "messages.0.content"),
+        ("/v1/chat/completions", CHAT + b', "stop": ["\\ud800"]}', "stop"),
+        ("/v1/chat/completions", b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+        ("/v1/completions", b'{"model": "tiny", "prompt": "\\ud83d"}', "prompt"),
+        ("/v1/completions", b'{"model": "tiny", "prompt": ["\\ud83d"]}', "prompt"),
+        ("/v1/completions", b'{"model": "\\udc00", "prompt": "hi"}', "model"),
+        ("/v1/completions", b'{"model": "tiny", "prompt": "hi", "stop": "\\udc00"}', "stop"),
+        ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "\\ud800"}', "lora_path"),
+        ("/v1/load_lora_adapter", b'{"lora_name": "x", "lora_path": "a\\u0000b"}', "lora_path"),
+        ("/v1/unload_lora_adapter", b'{"lora_name": "\\ud800"}', "lora_name"),
+        # UTF-8 bytes of a surrogate: Python's JSON reader decodes them to one.
+        ("/v1/chat/completions", b'{"model": "tiny", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', "messages.0.content"),
+        # As a key (pydantic refuses it as the object's text), never echoed in the error body.
+        ("/v1/chat/completions", CHAT + b', "rag": {"\\ud800": 1}}', "rag"),
+    ],
+)  # fmt: skip
+def test_lone_surrogates_are_refused_with_400(server, path, body, param):
+    """Item 8: JSON may escape half a UTF-16 pair; that is no text a tokenizer can encode."""
+    status, text = server.raw("POST", path, body)
+    assert status == 400, text
+    error = error_of(text)
+    assert error["code"] == "invalid_request"
+    assert error["param"] == param
+    still_serves(server)
+
+
+def test_body_that_is_not_utf8_is_400(server):
+    status, text = server.raw("POST", "/v1/chat/completions", CHAT[:-2] + b'"\xff"}]}')
+    assert status == 400, text
+    error_of(text)
+
+
+def test_a_valid_surrogate_pair_is_text(server):
+    status, text = server.raw(
+        "POST",
+        "/v1/chat/completions",
+        b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}',
+    )
+    assert status == 200, text
+
+
+@pytest.mark.parametrize(("seed", "status"), [(2**63, 400), (2**64, 400), (-(2**63) - 1, 400), (2**63 - 1, 200), (-1, 200)])  # fmt: skip
+def test_seed_must_fit_in_64_bits(server, seed, status):
+    """Item 8: OpenAI's seed is a signed 64-bit integer; beyond it is a 400, not a 500."""
+    body = {"model": BASE_NAME, "messages": HELLO, "max_tokens": 2, "temperature": 1, "seed": seed}
+    got, text = server.http("POST", "/v1/chat/completions", body)
+    assert got == status, text
+    if status == 400:
+        assert error_of(text)["param"] == "seed"
+
+
+@pytest.mark.parametrize("token", ["clé".encode(), "clé".encode("latin-1"), b"\xff\xfe"])
+def test_non_ascii_bearer_token_is_401(server, token):
+    """Item 8: a token that is not ASCII is a wrong key (401), not a crash."""
+    status, text = server.raw("GET", "/v1/models", headers={"Authorization": b"Bearer " + token})
+    assert status == 401, text
+    assert error_of(text)["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("key", ["clé", "key with space", " padded", "tab\tkey", "\x7f"])
+def test_api_key_must_be_visible_ascii(key):
+    """Item 8: a key no HTTP client can send in a header is refused at start-up."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.serve import ServeSettings
+
+    with pytest.raises(ConfigError) as caught:
+        ServeSettings(api_key=key)
+    assert "--api-key" in str(caught.value)
+    assert key not in str(caught.value)  # a key is never printed
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [("list", "[]"), ("null", "null"), ("string", '"lora"'), ("number", "3"), ("folder", None)],
+)
+def test_adapter_config_that_is_not_an_object_is_400(server, adapter_root, kind, config):
+    """Item 8: adapter_config.json must hold a JSON object; anything else is a 400."""
+    folder = adapter_root / f"bad-config-{kind}"
+    folder.mkdir(exist_ok=True)
+    target = folder / "adapter_config.json"
+    if config is None:
+        target.mkdir(exist_ok=True)
+    else:
+        target.write_text(config)
+    status, text = server.http(
+        "POST", "/v1/load_lora_adapter", {"lora_name": "bad", "lora_path": str(folder)}
+    )
+    assert status == 400, text
+    error = error_of(text)
+    assert error["code"] == "invalid_adapter" and error["param"] == "lora_path"
+    assert "adapter_config.json" in error["message"]
+    assert "bad" not in [model.id for model in server.client().models.list()]
+    still_serves(server)
+
+
+def test_unhandled_errors_are_openai_500s_counted_and_logged(tiny_model_dir, caplog):
+    """Item 8: a failure the server did not expect is a 500 in the OpenAI shape that says
+    nothing of the exception, counted in /metrics (with the request) and logged."""
+    from tuneforge.serve.retrieval import make_retriever
+
+    def broken_search(question: str, top_k: int, mode: str):
+        raise RuntimeError("the store at /srv/secret/store exploded")
+
+    with run_server(
+        tiny_model_dir, api_key=None, retriever=make_retriever(broken_search)
+    ) as server:
+        body = {"model": BASE_NAME, "messages": HELLO, "rag": {"top_k": 2}}
+        status, text = server.http("POST", "/v1/chat/completions", body)
+        assert status == 500
+        error = error_of(text)
+        assert error["type"] == "server_error" and error["code"] == "server_error"
+        assert "secret" not in error["message"] and "exploded" not in error["message"]
+        _, metrics = server.http("GET", "/metrics")
+        assert "tuneforge_unhandled_errors_total 1" in metrics
+        assert 'tuneforge_requests_total{path="/v1/chat/completions",status="500"} 1' in metrics
+        still_serves(server)
+    logged = [r for r in caplog.records if r.name == "tuneforge.serve" and r.exc_info]
+    assert logged and "exploded" in str(logged[0].exc_info[1])

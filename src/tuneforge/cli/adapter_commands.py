@@ -29,19 +29,37 @@ def register(subparsers) -> None:
     )
     merge.set_defaults(func=run_merge)
 
+    from tuneforge.export.quantization import GGUF_DTYPES
+
+    types = "\n".join(
+        f"  {d.name:<5} {d.bits:>4g} bits/weight  {d.summary}" for d in GGUF_DTYPES.values()
+    )
     export = subparsers.add_parser(
         "export",
         help="export a model (adapter merged in) as a GGUF file for llama.cpp / Ollama",
+        description="Merge the adapter (as tuneforge merge does), write one GGUF file that "
+        "llama.cpp and Ollama load (Llama incl. SmolLM and Llama 3.x, Mistral, Qwen2/2.5, Qwen3, "
+        "Gemma 2/3), run it under llama.cpp against the merged model on sample prompts when "
+        "llama-cpp-python is installed, and write an Ollama Modelfile beside it.",
         formatter_class=HelpFormatter,
-        epilog="example:\n  tuneforge export --model default --adapter runs/json/adapter "
-        "--format gguf --out json.gguf\n  ollama create json -f Modelfile   "
-        "# with 'FROM ./json.gguf'",
+        epilog="weight types (--dtype; norms stay f32):\n" + types + "\n\nexamples:\n"
+        "  tuneforge export --model default --adapter runs/json/adapter --out json.gguf\n"
+        "  tuneforge export --model default --dtype q8_0 --out smollm2-q8_0.gguf\n"
+        "  ollama create json -f json.Modelfile && ollama run json\n"
+        "  llama-cli -m json.gguf -cnv",
     )
     export.add_argument("--model", default="default", help="the base model reference")
     export.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge first")
     export.add_argument("--format", default="gguf", choices=["gguf"], help="output format")
-    export.add_argument("--dtype", default="f16", choices=["f16", "f32"], help="weight dtype")
+    export.add_argument(
+        "--dtype", default="f16", choices=list(GGUF_DTYPES), help="weight type (see below)"
+    )
     export.add_argument("--out", required=True, help="the .gguf file to write")
+    export.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not run the file under llama.cpp to measure it",
+    )
     export.set_defaults(func=run_export)
 
 
@@ -59,12 +77,27 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import time
-
     from tuneforge.adapters.export import export_gguf
 
-    start = time.perf_counter()
-    path = export_gguf(args.model, args.adapter, args.out, dtype=args.dtype)
-    size_mib = path.stat().st_size / 2**20
-    print(f"wrote {path} ({size_mib:.1f} MiB, {args.dtype}) in {time.perf_counter() - start:.1f} s")
+    report = export_gguf(
+        args.model, args.adapter, args.out, dtype=args.dtype, check=not args.no_check
+    )
+    written = report.gguf
+    pre = f", pre-tokenizer {written.pre_tokenizer}" if written.pre_tokenizer else ""
+    print(
+        f"wrote {written.path} ({written.size_bytes / 2**20:.1f} MiB, {written.dtype}, "
+        f"{written.architecture}{pre}) in {report.seconds:.1f} s"
+    )
+    comparison = report.comparison
+    if comparison is None:
+        print(f"logit difference under llama.cpp: not measured: {report.not_measured}")
+    else:
+        print(
+            f"under llama.cpp on {comparison.prompts} sample prompts: max |logit difference| "
+            f"{comparison.max_logit_diff:.3g} (logits up to {comparison.logit_span:.3g}), "
+            f"same top-1 token at {comparison.top1_agreement:.1%} of positions, same greedy "
+            f"answer {comparison.greedy_matches}/{comparison.prompts}, same tokenization "
+            f"{comparison.tokenization_matches}/{comparison.prompts}"
+        )
+    print(f"Ollama: {report.ollama_command}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -15,15 +14,18 @@ EPILOG = """examples:
   tuneforge serve --model default
   tuneforge serve --model default --adapter json=runs/json/adapter --api-key secret
   tuneforge serve --model default --store stores/docs --port 8001
+  tuneforge serve --model default --adapter-root runs --api-key secret   # hot loading from runs/
 
 then, from Python (pip install openai):
   from openai import OpenAI
   client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret")
   client.chat.completions.create(model="json", messages=[{"role": "user", "content": "Hi"}])
 
-hot swap:
+hot swap (needs --adapter-root runs):
   curl -H 'Authorization: Bearer secret' -d '{"lora_name": "b", "lora_path": "runs/b/adapter"}' \\
        -H 'Content-Type: application/json' http://127.0.0.1:8000/v1/load_lora_adapter
+
+security: docs/serve.md#security says what is reachable over HTTP.
 """
 
 
@@ -48,8 +50,9 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="DIR",
-        help="folder inside which /v1/load_lora_adapter may load adapters (repeatable); default: "
-        "the current directory plus the parent folder of each --adapter",
+        help="folder inside which POST /v1/load_lora_adapter may load adapters (repeatable). "
+        "Without it, loading adapters over HTTP is off; /, your home folder and the folders "
+        "above it are refused",
     )
     serve.add_argument("--store", type=Path, default=None, help="RAG store folder (enables 'rag')")
     serve.add_argument(
@@ -57,10 +60,20 @@ def register(subparsers) -> None:
     )
     serve.add_argument("--port", type=int, default=8000, help="TCP port")
     serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name clients may send in the Host header (repeatable; '*' allows any). "
+        "By default only the names the --host address implies are answered (localhost, "
+        "127.0.0.1, [::1] on loopback), against DNS rebinding",
+    )
+    serve.add_argument(
         "--api-key",
         default=None,
-        help="require 'Authorization: Bearer KEY' on every endpoint but /health; when not "
-        "given, $TUNEFORGE_API_KEY is used (it keeps the key out of the process list)",
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health (visible ASCII "
+        "only); when not given, $TUNEFORGE_API_KEY is used (it keeps the key out of the "
+        "process list)",
     )
     serve.add_argument(
         "--served-model-name",
@@ -76,53 +89,68 @@ def register(subparsers) -> None:
     serve.add_argument(
         "--max-tokens", type=int, default=256, help="reply length when a request sets none"
     )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,  # ServeSettings.max_body_bytes (a test keeps them equal)
+        help="largest request body in bytes; a larger one is answered 413",
+    )
     serve.set_defaults(func=run_serve)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tuneforge.adapters import AdapterRegistry
-    from tuneforge.models import load_model
-    from tuneforge.serve import Engine, ServeSettings, create_app, default_adapter_roots
-    from tuneforge.serve.retrieval import build_retriever
+    from tuneforge.cli.ui_commands import compare_parser
+    from tuneforge.serve import ServeSettings, build_server
+    from tuneforge.serve.guards import is_loopback
+    from tuneforge.ui import mount_ui, ui_settings_for_server
 
     adapters = parse_adapter_specs(args.adapter)
-    roots = [Path(root) for root in args.adapter_root] or default_adapter_roots(adapters)
     settings = ServeSettings(
         model_name=args.served_model_name or args.model,
         api_key=args.api_key or os.environ.get("TUNEFORGE_API_KEY"),
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
-        adapter_roots=roots,
+        adapter_roots=[Path(root) for root in args.adapter_root],
         default_max_tokens=args.max_tokens,
         store=args.store,
+        host=args.host,
+        allowed_hosts=args.allowed_host,
+        max_body_bytes=args.max_body_bytes,
     )
     if settings.model_name in adapters:
         raise ConfigError(f"--adapter {settings.model_name}: the base model already has this name")
-    retriever = build_retriever(args.store) if args.store else None
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
-    for name, folder in adapters.items():
-        registry.load(name, folder)
-    engine = Engine(registry, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-    app = create_app(engine, settings, retriever=retriever)
-    if not _is_loopback(args.host) and settings.api_key is None:
+    # One base for every adapter, loaded as they were trained (NF4 4-bit for QLoRA adapters).
+    server = build_server(
+        args.model, adapters, settings, store=args.store, dtype=args.dtype, device=args.device
+    )
+    print(
+        f"base: {server.precision}"
+        + (", as its QLoRA adapters were trained" if server.quantized else "")
+    )
+    app = server.app
+    ui = ui_settings_for_server(settings, args.model, compare_parser())
+    with_ui = mount_ui(app, ui, server.retriever)
+    roots = ", ".join(str(root) for root in settings.adapter_roots)
+    if not is_loopback(args.host) and settings.api_key is None:
         print(
             f"tuneforge: warning: listening on {args.host} without --api-key: anyone who can reach "
-            "this address can use the model and load adapters",
+            "this address can use the model"
+            + (f" and load adapters from {roots}" if roots else ""),
             file=sys.stderr,
         )
     names = ", ".join([settings.model_name, *adapters])
     print(f"serving {names} at http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    if with_ui:
+        print(f"web UI at http://{args.host}:{args.port}/ui")
+    print(
+        "adapter loading over HTTP: "
+        + (f"from {roots}" if roots else "off (start with --adapter-root DIR to turn it on)")
+    )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        if with_ui:
+            app.state.ui.jobs.stop_all()  # training runs started from the UI checkpoint and stop
     return 0

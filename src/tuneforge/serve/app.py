@@ -4,6 +4,9 @@
 model's ``AdapterRegistry``); the CLI runs it with uvicorn, tests run the same app on a loopback
 port. The engine's worker starts with the app and, on shutdown (uvicorn handles SIGTERM: it stops
 accepting connections and waits for open requests), finishes what is queued before it stops.
+
+Every request passes, outermost first: the request counter (metrics), the unhandled-error
+guard, the Host check, the body limit (``serve.guards``); then the route, behind the API key.
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ from fastapi.responses import PlainTextResponse
 
 from tuneforge.errors import AdapterError
 from tuneforge.serve.completions import build_router
-from tuneforge.serve.config import AdapterPathError, ServeSettings, check_adapter_path
+from tuneforge.serve.config import (
+    AdapterPathError,
+    ServeSettings,
+    check_adapter_path,
+)
 from tuneforge.serve.engine import Engine, UnknownModelError
 from tuneforge.serve.errors import ApiError, install_error_handlers
+from tuneforge.serve.guards import BodyLimit, HostCheck, HostRule, UnhandledErrors
 from tuneforge.serve.metrics import Metrics, RequestCounter
 from tuneforge.serve.schemas import (
     LoadAdapterRequest,
@@ -52,7 +60,10 @@ def _require_api_key(request: Request) -> None:
     if key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), key):
+    # Compared as bytes: header values arrive decoded as latin-1 (so this gives back the bytes
+    # sent), and compare_digest refuses non-ASCII str. The key is ASCII (ServeSettings).
+    sent = token.strip().encode("latin-1")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(sent, key.encode("ascii")):
         raise ApiError(
             401,
             "missing or wrong API key; send the header 'Authorization: Bearer <key>' with the key "
@@ -78,6 +89,14 @@ def _admin_router() -> APIRouter:
     @router.post("/v1/load_lora_adapter")
     async def load_lora_adapter(body: LoadAdapterRequest, request: Request) -> dict:
         state = request.app.state
+        if not state.settings.adapter_roots:
+            raise ApiError(
+                403,
+                "loading adapters over HTTP is off on this server; the operator turns it on by "
+                "starting it with --adapter-root DIR (adapters inside DIR may then be loaded)",
+                code="adapter_loading_disabled",
+                param="lora_path",
+            )
         if body.lora_name == state.settings.model_name or body.lora_name in state.engine.adapters:
             raise ApiError(
                 400,
@@ -113,9 +132,7 @@ def _admin_router() -> APIRouter:
     async def metrics(request: Request) -> PlainTextResponse:
         state = request.app.state
         engine: Engine = state.engine
-        text = state.metrics.render(
-            engine.queue_depth, engine.adapters, engine.batches, engine.batched_rows
-        )
+        text = state.metrics.render(engine)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return router
@@ -128,7 +145,7 @@ def create_app(
 
     Args:
         engine: queues and decodes requests; started and stopped with the app (lifespan).
-        settings: names, limits, API key, adapter roots.
+        settings: names, limits, API key, adapter roots, Host names, body limit.
         retriever: enables ``"rag"`` in chat requests (built from ``--store``); None refuses it.
     """
 
@@ -159,13 +176,18 @@ def create_app(
     protected = [Depends(_require_api_key)]
     app.include_router(_admin_router(), dependencies=protected)
     app.include_router(build_router(), dependencies=protected)
+    # Added innermost first: the counter, outermost, sees every answer, the guards' included.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HostCheck, rule=HostRule.for_bind(settings.host, settings.allowed_hosts))
+    app.add_middleware(UnhandledErrors, on_error=app.state.metrics.record_unhandled_error)
     app.add_middleware(RequestCounter, metrics=app.state.metrics, known_paths=PATHS)
     return app
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 60):
-    """Run ``app`` with uvicorn in a background thread; yield its base URL, stop on exit.
+def serve_in_thread(app: FastAPI, port: int = 0, timeout: float = 60):
+    """Run ``app`` with uvicorn in a background thread on its ``settings.host``; yield its base
+    URL, stop on exit.
 
     For tests, benchmarks and notebooks; ``tuneforge serve`` runs uvicorn in the main thread
     (which also handles SIGTERM). ``port=0`` picks a free port.
@@ -178,6 +200,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
 
     import uvicorn
 
+    host = app.state.settings.host
     if port == 0:
         with socket.socket() as probe:
             probe.bind((host, 0))

@@ -2,14 +2,19 @@
 
 Usage counts are tokenizer counts: the prompt after the chat template (chat) or as sent
 (completions), and every generated token including the end-of-turn token.
+
+Templating and tokenizing run in a worker thread: a prompt of megabytes takes seconds to
+tokenize, and the event loop keeps answering other requests (``/health`` too) meanwhile. A
+request whose client goes away stops its row, streamed or not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
@@ -18,7 +23,13 @@ from fastapi.responses import StreamingResponse
 from tuneforge.errors import ConfigError
 from tuneforge.generation import GenerationSettings, Reply, Row, prompt_ids
 from tuneforge.rag.replies import REFUSAL
-from tuneforge.serve.engine import Engine, QueueFullError, ShuttingDownError, UnknownModelError
+from tuneforge.serve.engine import (
+    Engine,
+    QueueFullError,
+    ShuttingDownError,
+    Ticket,
+    UnknownModelError,
+)
 from tuneforge.serve.errors import ApiError, error_body
 from tuneforge.serve.schemas import (
     AssistantMessage,
@@ -36,6 +47,10 @@ from tuneforge.serve.schemas import (
 # OpenAI's defaults when a request leaves them out.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_COMPLETION_MAX_TOKENS = 16
+# The status nginx made the convention for "the client closed the connection first"; it shows
+# in /metrics only, as nobody is left to read it.
+CLIENT_CLOSED_REQUEST = 499
+GENERATION_FAILED = "generation failed; the server's log has the details"
 
 
 @dataclass
@@ -61,7 +76,13 @@ async def _replay(reply: Reply) -> AsyncIterator[tuple[str, object]]:
     yield "done", reply
 
 
-async def _ticket_events(ticket) -> AsyncIterator[tuple[str, object]]:
+async def _client_gone(request: Request) -> None:
+    """Return once the client has closed the connection (call after the body was read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _ticket_events(ticket: Ticket) -> AsyncIterator[tuple[str, object]]:
     while True:
         event = await ticket.events.get()
         yield event
@@ -210,14 +231,7 @@ async def run_job(request: Request, job: Job):
         if ticket is None:
             reply = job.answer
         else:
-            try:
-                reply = await ticket.result()
-            except ApiError:
-                raise
-            except Exception as err:  # raised on the worker; answered as a 500, OpenAI shape
-                raise ApiError(500, f"generation failed: {err}", code="server_error") from err
-            finally:
-                stop_row()
+            reply = await _reply_unless_client_leaves(request, ticket, stop_row)
         finished(reply)
         return _final_body(job, request_id, created, reply)
 
@@ -232,8 +246,9 @@ async def run_job(request: Request, job: Job):
                 if kind == "text":
                     yield _sse(_chunk(job, request_id, created, value, None))
                     continue
-                if kind == "error":
-                    yield _sse(error_body(500, f"generation failed: {value}", "server_error"))
+                if kind == "error":  # logged by the engine
+                    state.metrics.record_unhandled_error()
+                    yield _sse(error_body(500, GENERATION_FAILED, "server_error"))
                     break
                 finished(value)
                 last = _chunk(job, request_id, created, None, value.finish_reason)
@@ -252,6 +267,35 @@ async def run_job(request: Request, job: Job):
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
+
+
+async def _reply_unless_client_leaves(
+    request: Request, ticket: Ticket, stop_row: Callable[[], None]
+) -> Reply:
+    """The ticket's reply; if the client closes the connection first, its row is stopped.
+
+    Raises:
+        ApiError: 499 when the client went away (nobody reads it; /metrics counts it), 500
+            when the worker failed (logged there, counted here, its text not sent).
+    """
+    result = asyncio.ensure_future(ticket.result())
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        stop_row()  # no-op once finished; stops the row if the client left or we are cancelled
+        if not result.done():
+            result.cancel()
+    if result not in done:
+        raise ApiError(
+            CLIENT_CLOSED_REQUEST, "the client closed the connection", code="client_closed"
+        )
+    error = result.exception()
+    if error is not None:
+        request.app.state.metrics.record_unhandled_error()
+        raise ApiError(500, GENERATION_FAILED, code="server_error") from error
+    return result.result()
 
 
 def build_router() -> APIRouter:
@@ -294,7 +338,7 @@ def build_router() -> APIRouter:
                         ),
                     ),
                 )
-        ids = prompt_ids(state.engine.registry.tokenizer, messages)
+        ids = await asyncio.to_thread(prompt_ids, state.engine.registry.tokenizer, messages)
         settings = sampling_settings(
             body, len(ids), state.context_length, state.settings.default_max_tokens
         )
@@ -312,7 +356,8 @@ def build_router() -> APIRouter:
     async def completions(body: CompletionRequest, request: Request):
         state = request.app.state
         adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
-        ids = state.engine.registry.tokenizer(body.prompt_text())["input_ids"]
+        tokenizer = state.engine.registry.tokenizer
+        ids = (await asyncio.to_thread(tokenizer, body.prompt_text()))["input_ids"]
         if not ids:
             raise ApiError(400, "prompt: empty prompt", code="invalid_request", param="prompt")
         settings = sampling_settings(

@@ -93,6 +93,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.batched_rows = 0
+        self.generated_tokens = 0  # completion tokens decoded, for every row (tokens)
+        self.cancelled_rows = 0  # rows whose client went away before their reply was sent
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -196,6 +198,16 @@ class Engine:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[Ticket]) -> None:
+        waiting = batch
+        batch = []
+        for ticket in waiting:
+            if ticket.row.cancelled.is_set():  # its client went away while it waited: skip it
+                self.cancelled_rows += 1
+                self.registry.release([ticket.row.adapter])
+            else:
+                batch.append(ticket)
+        if not batch:
+            return
         self.batches += 1
         self.batched_rows += len(batch)
         rows = [ticket.row for ticket in batch]
@@ -211,6 +223,10 @@ class Engine:
                     ticket.send("error", err)
             else:
                 for ticket, reply in zip(tickets, replies, strict=True):
+                    self.generated_tokens += reply.completion_tokens
+                    # Checked before "done" is sent: a handler sets ``cancelled`` after it too.
+                    if ticket.row.cancelled.is_set():
+                        self.cancelled_rows += 1
                     ticket.send("done", reply)
             finally:
                 self.registry.release([row.adapter for row in members])

@@ -1,13 +1,18 @@
 """Prometheus text-format metrics, written by hand (a few lines; no client library needed).
 
 Exposed at ``GET /metrics``: requests by path and status, prompt and completion tokens,
-request latency as a histogram (seconds), queue depth, loaded adapters, batches run.
+request latency as a histogram (seconds), unhandled errors, queue depth, loaded adapters,
+batches run, tokens generated, requests cancelled because their client went away.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuneforge.serve.engine import Engine
 
 # Latency histogram upper bounds (seconds); CPU replies take seconds, GPU ones milliseconds.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -32,6 +37,12 @@ class Metrics:
         self.latency_buckets = [0] * len(LATENCY_BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
+        self.unhandled_errors = 0
+
+    def record_unhandled_error(self) -> None:
+        """Count one failure the server did not expect (answered 500, or a stream cut short)."""
+        with self._lock:
+            self.unhandled_errors += 1
 
     def record_request(self, path: str, status: int) -> None:
         """Count one answered request (any status)."""
@@ -49,8 +60,8 @@ class Metrics:
                 if seconds <= bound:
                     self.latency_buckets[index] += 1
 
-    def render(self, queue_depth: int, adapters: list[str], batches: int, batched_rows: int) -> str:
-        """The Prometheus text exposition (version 0.0.4)."""
+    def render(self, engine: Engine) -> str:
+        """The Prometheus text exposition (version 0.0.4), with ``engine``'s gauges and counters."""
         lines = [
             "# HELP tuneforge_requests_total HTTP requests answered, by path and status.",
             "# TYPE tuneforge_requests_total counter",
@@ -75,11 +86,16 @@ class Metrics:
                 f'tuneforge_request_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                 f"tuneforge_request_latency_seconds_sum {self.latency_sum:.6f}",
                 f"tuneforge_request_latency_seconds_count {self.latency_count}",
+                "# HELP tuneforge_unhandled_errors_total Failures the server did not expect "
+                "(answered 500 or ending a stream early; logged with a traceback).",
+                "# TYPE tuneforge_unhandled_errors_total counter",
+                f"tuneforge_unhandled_errors_total {self.unhandled_errors}",
             ]
+        adapters = engine.adapters
         lines += [
             "# HELP tuneforge_queue_depth Requests waiting for the model.",
             "# TYPE tuneforge_queue_depth gauge",
-            f"tuneforge_queue_depth {queue_depth}",
+            f"tuneforge_queue_depth {engine.queue_depth}",
             "# HELP tuneforge_loaded_adapters Adapters loaded on the base model.",
             "# TYPE tuneforge_loaded_adapters gauge",
             f"tuneforge_loaded_adapters {len(adapters)}",
@@ -88,10 +104,18 @@ class Metrics:
             *(f"tuneforge_adapter_loaded{_labels(adapter=name)} 1" for name in adapters),
             "# HELP tuneforge_batches_total Batches decoded by the worker.",
             "# TYPE tuneforge_batches_total counter",
-            f"tuneforge_batches_total {batches}",
+            f"tuneforge_batches_total {engine.batches}",
             "# HELP tuneforge_batched_rows_total Requests decoded, summed over batches.",
             "# TYPE tuneforge_batched_rows_total counter",
-            f"tuneforge_batched_rows_total {batched_rows}",
+            f"tuneforge_batched_rows_total {engine.batched_rows}",
+            "# HELP tuneforge_generated_tokens_total Tokens decoded, for every request "
+            "(cancelled ones too).",
+            "# TYPE tuneforge_generated_tokens_total counter",
+            f"tuneforge_generated_tokens_total {engine.generated_tokens}",
+            "# HELP tuneforge_cancelled_requests_total Requests whose client went away before "
+            "the reply; decoding them stopped early.",
+            "# TYPE tuneforge_cancelled_requests_total counter",
+            f"tuneforge_cancelled_requests_total {engine.cancelled_rows}",
         ]
         return "\n".join(lines) + "\n"
 

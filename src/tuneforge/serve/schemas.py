@@ -2,7 +2,9 @@
 
 Unknown request fields are ignored (clients send ``user``, ``frequency_penalty`` ...); known ones
 are validated, and a bad value is answered 400 with an OpenAI-style error body naming the field.
-Two extras: ``rag`` in a request asks for retrieval, ``sources`` in a reply lists what it used.
+Every text field is checked to be Unicode text (``unicode_text``) before a tokenizer, a path
+or a reply sees it. Two extras: ``rag`` in a request asks for retrieval, ``sources`` in a reply
+lists what it used.
 """
 
 from __future__ import annotations
@@ -13,6 +15,38 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # OpenAI accepts at most 4 stop sequences.
 MAX_STOP_SEQUENCES = 4
+# OpenAI's seed is a signed 64-bit integer.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+def unicode_text(value):
+    """Refuse a string (or strings, or text parts) holding a lone UTF-16 surrogate.
+
+    JSON may escape half of a surrogate pair (``"\\ud800"``) and Python's reader keeps it:
+    that is no Unicode text, and neither a tokenizer nor a UTF-8 reply can encode it.
+
+    Raises:
+        ValueError: (pydantic answers it 400, naming the field.)
+    """
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        text = getattr(item, "text", item)
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), "
+                    "which is not text; send valid Unicode"
+                ) from None
+    return value
+
+
+def path_text(value: str) -> str:
+    """``unicode_text`` for a file path, which cannot hold a NUL byte either."""
+    if "\x00" in value:
+        raise ValueError("holds a NUL character, which no path can contain")
+    return unicode_text(value)
 
 
 class _Request(BaseModel):
@@ -34,6 +68,8 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
 
+    _content_is_text = field_validator("content")(unicode_text)
+
     def as_template_dict(self) -> dict:
         """``{"role", "content"}`` with text parts joined; ``developer`` is rendered as system."""
         content = self.content
@@ -50,6 +86,8 @@ class RagOptions(BaseModel):
     top_k: int = Field(default=5, ge=1, le=50)
     mode: str | None = None
 
+    _mode_is_text = field_validator("mode")(unicode_text)
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -64,10 +102,14 @@ class SamplingFields(_Request):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = Field(default=1, ge=1, le=1, description="only n=1 is supported")
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    # Validators are keyed by attribute name: each class names its own, or a subclass's
+    # would replace its parent's.
+    _model_and_stop_are_text = field_validator("model", "stop")(unicode_text)
 
     @field_validator("stop")
     @classmethod
@@ -96,6 +138,8 @@ class CompletionRequest(SamplingFields):
 
     prompt: str | list[str]
 
+    _prompt_is_text = field_validator("prompt")(unicode_text)
+
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
@@ -111,13 +155,17 @@ class LoadAdapterRequest(_Request):
     """``POST /v1/load_lora_adapter`` (the vLLM path and body)."""
 
     lora_name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$")
-    lora_path: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1, max_length=4096)
+
+    _lora_path_is_a_path = field_validator("lora_path")(path_text)
 
 
 class UnloadAdapterRequest(_Request):
     """``POST /v1/unload_lora_adapter``."""
 
     lora_name: str = Field(min_length=1)
+
+    _lora_name_is_text = field_validator("lora_name")(unicode_text)
 
 
 class Usage(BaseModel):
