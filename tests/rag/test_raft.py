@@ -374,3 +374,56 @@ def test_build_raft_data_refuses_when_nothing_is_left(store, tmp_path):
     path.write_text('{"question": "Who won the 1998 football world cup?", "answer": null}\n')
     with pytest.raises(DataError, match="no RAFT example could be built"):
         build_raft_data(path, store, tmp_path / "raft.jsonl")
+
+
+def test_train_with_a_store_trains_on_the_prompts_rag_ask_sends_its_adapter(
+    store, questions, asked, tiny_model_dir, tmp_path, monkeypatch
+):
+    from tuneforge.cli import main
+    from tuneforge.rag import RagStore
+    from tuneforge.rag.raft import PROMPT_RECORD, trained_prompt
+
+    run = tmp_path / "run"
+    system = "Answer in English."
+    args = ["train", "--model", str(tiny_model_dir), "--store", str(store.folder)]
+    args += ["--data", str(questions), "--out", str(run), "--max-steps", "1", "--no-progress"]
+    args += ["--raft-examples-per-question", "2", "--raft-client-system", system]
+    assert main(args) == 0
+    trained = [json.loads(line)["messages"] for line in (run / "raft_data.jsonl").open()]
+    report = json.loads((run / "raft_data.report.json").read_text())
+    assert report["examples"] == len(trained) >= 4 and report["settings"]["seed"] == 0
+    record = trained_prompt(run / "adapter")
+    assert (record["prompt_format"], record["client_system"], record["top_k"]) == (
+        "sources",
+        system,
+        3,
+    )
+    assert (run / "adapter" / PROMPT_RECORD).is_file()
+    assert "store:" in (run / "config.yaml").read_text()
+
+    # The same examples, rebuilt here with the hits they show: `rag ask --adapter` (no --system:
+    # the adapter's record supplies it) sends each one's prompt byte for byte.
+    settings = RaftSettings(examples_per_question=2, client_system=system)
+    examples, _ = build_raft_examples(read_qa_records(questions), store, settings)
+    assert [e.messages for e in examples] == trained
+    for example, messages in zip(examples, trained, strict=True):
+        question = messages[-2]["content"].rsplit("Question: ", 1)[1]
+        monkeypatch.setattr(RagStore, "search", lambda self, *a, hits=example.hits, **k: hits)
+        args = ["--store", str(store.folder), "--model", str(tiny_model_dir), "--top-k", "3"]
+        args += ["--adapter", str(run / "adapter")]
+        assert main(["rag", "ask", *args, question]) == 0
+        assert json.dumps(asked[-1]) == json.dumps(messages[:-1])
+
+
+def test_a_malformed_prompt_record_is_refused_with_its_path(tmp_path):
+    from tuneforge.rag.raft import PROMPT_RECORD, trained_prompt, write_prompt_record
+
+    assert trained_prompt(tmp_path) is None and trained_prompt(None) is None
+    path = write_prompt_record(tmp_path, RaftSettings(top_k=4), tmp_path / "kb")
+    assert trained_prompt(tmp_path)["top_k"] == 4
+    path.write_text(json.dumps({"format": 1, "prompt_format": "prose"}))
+    with pytest.raises(ConfigError, match=f"{PROMPT_RECORD}: missing target_format"):
+        trained_prompt(tmp_path)
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="cannot read the trained prompt record"):
+        trained_prompt(tmp_path)

@@ -120,17 +120,30 @@ def run_eval(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{args.schema}: cannot read the JSON schema ({err})") from err
     model, tokenizer, _ = load_model_from_options(args)  # the base the adapter was trained on
-    store = None
+    store = responder = None
     if args.store:
+        from tuneforge.evaluate.runner import rag_responder
         from tuneforge.rag import RagStore
+        from tuneforge.rag.raft import trained_prompt
 
         store = RagStore.open(Path(args.store))
+        trained = trained_prompt(args.adapter)  # a RAFT adapter is asked as it was trained
+        if trained is not None:
+            responder = rag_responder(
+                model,
+                tokenizer,
+                store,
+                GenerationSettings(max_new_tokens=args.max_new_tokens),
+                top_k=trained["top_k"],
+                prompt_format=trained["prompt_format"],
+            )
     result = evaluate(
         model,
         tokenizer,
         data,
         args.metric,
         store,
+        responder=responder,
         schema=schema,
         settings=GenerationSettings(max_new_tokens=args.max_new_tokens),
         progress=True,

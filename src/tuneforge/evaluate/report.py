@@ -265,7 +265,7 @@ def render_markdown(comparison: Comparison) -> str:
     """The text of ``report.md``."""
     settings = comparison.settings
     lines = [
-        "# tuneforge compare: fine-tuning vs retrieval, measured",
+        "# tuneforge compare: fine-tuning vs retrieval (RAG), measured",
         "",
         f"Model `{comparison.model}`, budget `{comparison.budget}`, total "
         f"{_secs(comparison.seconds_total)}. Settings: "
@@ -368,7 +368,7 @@ def render_html(comparison: Comparison) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         "<title>tuneforge compare report</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>tuneforge compare: fine-tuning vs retrieval, measured</h1>",
+        "<h1>tuneforge compare: fine-tuning vs retrieval (RAG), measured</h1>",
         f"<p>Model <code>{html.escape(comparison.model)}</code>, budget "
         f"<code>{html.escape(comparison.budget)}</code>, total {_secs(comparison.seconds_total)}. "
         f"Settings: {html.escape(settings)}.</p>",

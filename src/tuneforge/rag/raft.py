@@ -106,7 +106,8 @@ class RaftSettings:
         min_similarity: the relevance rule's threshold, as at inference.
         prompt_format: the prompt format (``tuneforge.rag.PROMPT_FORMATS``) the model will be
             asked in.
-        target_format: the reply's shape, a key of :data:`TARGET_FORMATS`.
+        target_format: the reply's shape, a key of ``TARGET_FORMATS``: ``cited`` (answer
+            and ``[n]``) or ``json`` (``{"answer", "source"}``).
         client_system: system text a client adds to every request (e.g. a JSON instruction);
             it is appended to the format's instruction exactly as at inference.
         shuffle: shuffle each example's hits (off only to compare prompts in tests).
@@ -423,3 +424,65 @@ def build_raft_data(
     out = write_raft_data(out, examples)
     write_json(out.with_suffix(".report.json"), asdict(report))
     return report
+
+
+# -- the prompt format an adapter was trained with ------------------------------------------------
+
+PROMPT_RECORD = "rag_prompt.json"
+"""File in an adapter (or model) folder trained on RAFT data: how it expects to be prompted."""
+
+_RECORDED = ("prompt_format", "target_format", "client_system", "top_k", "mode", "min_similarity")
+
+
+def write_prompt_record(folder: Path | str, settings: RaftSettings, store: Path | str) -> Path:
+    """Record in a trained folder the retrieval prompt its examples were built with.
+
+    ``rag ask --adapter`` and ``eval --adapter --store`` read it back (:func:`trained_prompt`)
+    and ask in the same format, so a model is never prompted in a shape it was not trained on.
+
+    Args:
+        folder: the adapter (or full model) folder the run saved.
+        settings: the RAFT settings the training examples were built with.
+        store: the store they were built over (recorded for information: its facts may change).
+
+    Returns:
+        the file written, ``folder / PROMPT_RECORD``.
+    """
+    from tuneforge.atomic import write_json
+
+    values = asdict(settings)
+    record = {"format": 1, **{name: values[name] for name in _RECORDED}}
+    record["store"] = str(Path(store).resolve())
+    path = Path(folder) / PROMPT_RECORD
+    write_json(path, record)
+    return path
+
+
+def trained_prompt(folder: Path | str | None) -> dict | None:
+    """The retrieval prompt a folder was trained with (:func:`write_prompt_record`), or None.
+
+    Args:
+        folder: an adapter or model folder; None (no adapter) gives None.
+
+    Returns:
+        the record's fields (``prompt_format``, ``client_system``, ``top_k``, ...), or None when
+        the folder was not trained on RAFT data.
+
+    Raises:
+        ConfigError: the file is unreadable, not a record of this format, or names an unknown
+            prompt format.
+    """
+    if folder is None or not (Path(folder) / PROMPT_RECORD).is_file():
+        return None
+    path = Path(folder) / PROMPT_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the trained prompt record ({err})") from err
+    if not isinstance(record, dict) or record.get("format") != 1:
+        raise ConfigError(f"{path}: not a tuneforge prompt record (format 1); retrain or delete it")
+    missing = [name for name in _RECORDED if name not in record]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)}; retrain or delete the file")
+    resolve_prompt_format(record["prompt_format"])
+    return record
