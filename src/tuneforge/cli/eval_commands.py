@@ -9,18 +9,10 @@ from pathlib import Path
 
 from tuneforge.cli.options import HelpFormatter, add_model_options, load_model_from_options
 
-METRIC_CHOICES = (
-    "perplexity",
-    "exact_match",
-    "contains_answer",
-    "json",
-    "citation",
-    "refusal",
-    "latency",
-)
-
 
 def register(subparsers) -> None:
+    from tuneforge.evaluate.runner import METRICS
+
     evaluate = subparsers.add_parser(
         "eval",
         help="score a model (optionally with an adapter and a RAG store) on a data file",
@@ -43,7 +35,7 @@ def register(subparsers) -> None:
         "--metric",
         nargs="+",
         default=["contains_answer", "latency"],
-        choices=METRIC_CHOICES,
+        choices=METRICS,
         help="metrics to compute",
     )
     evaluate.add_argument("--schema", default=None, help="JSON schema file for the json metric")

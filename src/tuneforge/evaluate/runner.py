@@ -38,6 +38,7 @@ from tuneforge.evaluate.intervals import (
     bootstrap_interval,
     wilson_interval,
 )
+from tuneforge.progress import track
 from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
 from tuneforge.rag.replies import is_refusal
 
@@ -248,7 +249,8 @@ def evaluate(
         schema: JSON schema for ``json`` items without their own ``schema``.
         settings: generation settings (default greedy, 256 new tokens).
         responder: overrides how a reply is produced (e.g. a custom retrieval prompt).
-        progress: show a progress bar.
+        progress: show progress (``tuneforge.progress``: a bar on a terminal, a line every
+            30 s in a log).
 
     Raises:
         ConfigError: an unknown metric, or ``citation`` without a store.
@@ -284,7 +286,7 @@ def evaluate(
             else plain_responder(model, tokenizer, settings)
         )
     rows = []
-    for item in _progress(prompts, progress):
+    for item in track(prompts, "evaluating", "item", enabled=progress):
         response = responder(item)
         rows.append(score_item(item, response, metrics, schema))
     results.update(aggregate(rows, metrics))
@@ -437,14 +439,6 @@ RATE_COUNTS = {
 
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
-
-
-def _progress(items: list, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc="evaluating", unit="item")
 
 
 def format_table(result: EvalResult) -> str:
