@@ -414,6 +414,15 @@ def test_train_with_a_store_trains_on_the_prompts_rag_ask_sends_its_adapter(
         assert main(["rag", "ask", *args, question]) == 0
         assert json.dumps(asked[-1]) == json.dumps(messages[:-1])
 
+    # eval --adapter --store asks the same way: the same hits give the same prompt.
+    args = ["eval", "--model", str(tiny_model_dir), "--adapter", str(run / "adapter")]
+    args += ["--store", str(store.folder), "--data", str(questions), "--limit", "1"]
+    assert main([*args, "--metric", "contains_answer"]) == 0
+    question = read_qa_records(questions)[0].question
+    assert json.dumps(asked[-1]) == json.dumps(
+        build_rag_messages(question, examples[-1].hits, client_system=system)
+    )
+
 
 def test_a_malformed_prompt_record_is_refused_with_its_path(tmp_path):
     from tuneforge.rag.raft import PROMPT_RECORD, trained_prompt, write_prompt_record

@@ -128,6 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 GenerationSettings(max_new_tokens=args.max_new_tokens),
                 top_k=trained["top_k"],
                 prompt_format=trained["prompt_format"],
+                client_system=trained["client_system"],
             )
     result = evaluate(
         model,

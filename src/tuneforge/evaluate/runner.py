@@ -189,6 +189,7 @@ def rag_responder(
     settings=None,
     top_k: int = 3,
     prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    client_system: str | None = None,
 ) -> Responder:
     """Answer with retrieval through ``tuneforge.rag.answer``, the path ``rag ask`` takes.
 
@@ -204,6 +205,8 @@ def rag_responder(
         top_k: hits retrieved per item.
         prompt_format: a name from ``tuneforge.rag.PROMPT_FORMATS``: ``sources`` (numbered
             sources to cite) or ``examples`` (retrieved examples as demonstrations).
+        client_system: system text for items without their own (e.g. the one a RAFT adapter
+            was trained with, ``tuneforge.rag.raft.trained_prompt``).
     """
     from tuneforge.rag import answer
 
@@ -217,7 +220,7 @@ def rag_responder(
             top_k=top_k,
             settings=settings,
             prompt_format=prompt_format,
-            client_system=item.get("system"),
+            client_system=item.get("system") or client_system,
             history=item.get("history") or None,
         )
         sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
