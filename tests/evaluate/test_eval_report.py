@@ -145,3 +145,17 @@ def test_load_comparison_errors_name_the_file(tmp_path):
     bad.write_text('{"model": "x"}')
     with pytest.raises(DataError, match="missing or malformed field"):
         load_comparison(bad)
+
+
+def test_demo_step_prints_the_raft_arm_and_the_recommendation(tmp_path, monkeypatch, capsys):
+    from tuneforge import demo
+
+    monkeypatch.setattr("tuneforge.evaluate.compare", lambda *a, **k: fixed_comparison())
+    demo.step_compare(tmp_path, "cpu", "quick")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "base+rag" in line)
+    assert header.split() == ["base", "base+rag", "fine-tuned", "fine-tuned+rag", "raft+rag"]
+    strict = next(line for line in out.splitlines() if line.startswith("Facts in a strict format"))
+    assert strict.split()[-5:] == ["0%", "5%", "10%", "20%", "70%"]
+    assert "\nRecommendation: facts: use RAFT fine-tuning plus retrieval" in out
+    assert (tmp_path / "compare" / "report.md").is_file()
