@@ -436,3 +436,11 @@ def test_a_malformed_prompt_record_is_refused_with_its_path(tmp_path):
     path.write_text("{")
     with pytest.raises(ConfigError, match="cannot read the trained prompt record"):
         trained_prompt(tmp_path)
+
+
+def test_rag_ask_reads_the_record_of_a_full_fine_tunes_model_folder(store, asked, tiny_model_copy):
+    from tuneforge.rag.raft import write_prompt_record
+
+    write_prompt_record(tiny_model_copy, RaftSettings(client_system="Be brief."), store.folder)
+    _rag_ask(store, tiny_model_copy, "How much does the Orla pump cost?")
+    assert asked[-1][0]["content"].endswith("\n\nBe brief.")

@@ -119,7 +119,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from tuneforge.rag.raft import trained_prompt
 
         store = RagStore.open(Path(args.store))
-        trained = trained_prompt(args.adapter)  # a RAFT adapter is asked as it was trained
+        # a RAFT adapter (or full fine-tune's model folder) is asked as it was trained
+        trained = trained_prompt(args.adapter or args.model)
         if trained is not None:
             responder = rag_responder(
                 model,

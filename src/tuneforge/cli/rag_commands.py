@@ -73,8 +73,8 @@ def register(subparsers) -> None:
     ask.add_argument(
         "--adapter",
         default=None,
-        help="a LoRA adapter folder (PEFT format); one trained with --store is asked in the "
-        "prompt format it was trained with (its rag_prompt.json)",
+        help="a LoRA adapter folder (PEFT format); an adapter (or --model folder) trained with "
+        "--store is asked in the prompt format it was trained with (its rag_prompt.json)",
     )
     ask.add_argument(
         "--min-similarity",
@@ -201,7 +201,8 @@ def run_ask(args: argparse.Namespace) -> int:
     from tuneforge.rag.retrieval import check_query
 
     check_query(args.question)  # before a model loads for nothing
-    trained = trained_prompt(args.adapter) or {}  # the format a RAFT adapter knows
+    # the format a RAFT adapter (or a RAFT full fine-tune's model folder) was trained in
+    trained = trained_prompt(args.adapter or args.model) or {}
     store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
     model, tokenizer, _ = load_model_from_options(args)
     result = answer(
