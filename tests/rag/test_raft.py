@@ -399,7 +399,11 @@ def test_train_with_a_store_trains_on_the_prompts_rag_ask_sends_its_adapter(
         3,
     )
     assert (run / "adapter" / PROMPT_RECORD).is_file()
-    assert "store:" in (run / "config.yaml").read_text()
+    from tuneforge.train import load_config
+
+    saved = load_config(run / "config.yaml")  # re-runs (and --resume) read the same settings
+    assert saved.store == str(store.folder)
+    assert saved.raft == RaftSettings(examples_per_question=2, client_system=system)
 
     # The same examples, rebuilt here with the hits they show: `rag ask --adapter` (no --system:
     # the adapter's record supplies it) sends each one's prompt byte for byte.
@@ -422,6 +426,13 @@ def test_train_with_a_store_trains_on_the_prompts_rag_ask_sends_its_adapter(
     assert json.dumps(asked[-1]) == json.dumps(
         build_rag_messages(question, examples[-1].hits, client_system=system)
     )
+
+    # --resume rebuilds the same examples from the same store and settings, and continues.
+    monkeypatch.undo()  # the real search again
+    args = ["train", "--config", str(run / "config.yaml"), "--resume", "--max-steps", "2"]
+    assert main(args) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+    assert [json.loads(line)["messages"] for line in (run / "raft_data.jsonl").open()] == trained
 
 
 def test_a_malformed_prompt_record_is_refused_with_its_path(tmp_path):
