@@ -21,6 +21,7 @@ QUESTION = "How long is the warranty period of the lamp?"
 
 def test_the_record_sets_format_system_and_defaults_the_request_does_not(tmp_path):
     record = {"prompt_format": "sources", "client_system": "Cite.", "top_k": 1, "mode": "bm25"}
+    record["min_similarity"] = 0.3
     searched = []
 
     def search(question, top_k, mode):
@@ -34,6 +35,11 @@ def test_the_record_sets_format_system_and_defaults_the_request_does_not(tmp_pat
     assert (
         messages
         == rag_prompt(QUESTION, word_search(QUESTION, 1, "bm25"), client_system="Cite.").messages
+    )
+    # The threshold it was trained with: nothing is relevant enough, the refusal follows.
+    assert asyncio.run(retrieve(asked, RagOptions(), {**record, "min_similarity": 0.99})) == (
+        None,
+        [],
     )
     # The request's own top_k, mode and system message win over the record.
     told = [{"role": "system", "content": "Mine."}, *asked]

@@ -213,7 +213,9 @@ def run_ask(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         settings=settings_from_options(args),
         mode=args.mode,
-        min_similarity=MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
+        min_similarity=trained.get("min_similarity", MIN_SIMILARITY)
+        if args.min_similarity is None
+        else args.min_similarity,
         source_filter=args.source,
         prompt_format=trained.get("prompt_format", DEFAULT_PROMPT_FORMAT),
         client_system=args.system if args.system is not None else trained.get("client_system"),

@@ -1,7 +1,8 @@
 """``tuneforge train``: fine-tune a model (full, LoRA, QLoRA) from a YAML config plus overrides.
 
 The options are generated from ``TrainConfig`` and its nested ``DataConfig`` and
-``RaftSettings`` (``tuneforge.cli.config_options``): every config field is an option, with its docstring as help.
+``RaftSettings`` (``tuneforge.cli.config_options``): every config field is an option, with its
+docstring as help.
 """
 
 from __future__ import annotations

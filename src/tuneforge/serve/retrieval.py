@@ -10,8 +10,8 @@ the passages in prompt order: ``[n]`` in the answer is ``sources[n-1]``.
 
 A request for an adapter trained on retrieval prompts (``tuneforge train --store``: its
 ``rag_prompt.json``, ``tuneforge.rag.raft.trained_prompt``) is asked the way it was trained: its
-prompt format, its system text when the client sends none, and its ``top_k`` and mode when the
-request does not set them.
+prompt format and relevance threshold, its system text when the client sends none, and its
+``top_k`` and mode when the request does not set them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def make_retriever(search):
     ``tuneforge.rag.REFUSAL`` without calling the model, as ``rag ask`` does. Its third argument,
     ``trained``, is the requested adapter's prompt record (or None): see the module docstring.
     """
-    from tuneforge.rag import DEFAULT_PROMPT_FORMAT, MODES, rag_prompt
+    from tuneforge.rag import DEFAULT_PROMPT_FORMAT, MIN_SIMILARITY, MODES, rag_prompt
 
     async def retrieve(messages: list[dict], options: RagOptions, trained: dict | None = None):
         trained = trained or {}
@@ -72,6 +72,7 @@ def make_retriever(search):
             question,
             hits,
             prompt_format=trained.get("prompt_format", DEFAULT_PROMPT_FORMAT),
+            min_similarity=trained.get("min_similarity", MIN_SIMILARITY),
             client_system=system if system is not None else trained.get("client_system"),
             history=history,
         )
