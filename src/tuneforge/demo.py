@@ -4,7 +4,10 @@
 2. fine-tune it with LoRA on the bundled strict-JSON task (``examples/demo.yaml``);
 3. base vs tuned on the held-out set: a few answers side by side and the schema-valid rate;
 4. RAG over the bundled fictional knowledge base: one answer with its numbered sources;
-5. the four-arm comparison report (base, base+RAG, fine-tuned, fine-tuned+RAG).
+5. the comparison report: five arms (base, base+RAG, fine-tuned, fine-tuned+RAG and RAFT+RAG,
+   a LoRA trained on the prompts retrieval builds) on three tasks (facts, a strict JSON form,
+   and the combined task: facts answered in a JSON shape with their source), every rate with
+   its 95% interval; the classic table and the recommendation are printed.
 
 Run ``python -m tuneforge.demo --help`` for options (a longer budget, skipping steps).
 """
@@ -144,11 +147,20 @@ def step_rag(out: Path, device: str) -> None:
 
 def step_compare(out: Path, device: str, budget: str) -> None:
     from tuneforge.evaluate import compare, write_report
+    from tuneforge.evaluate.recommendation import recommendation
+    from tuneforge.evaluate.report import classic_table
+    from tuneforge.evaluate.results import ARMS
 
-    _banner(f"5. compare base / RAG / fine-tuned / both ({budget} budget)")
+    _banner(f"5. compare base / RAG / fine-tuned / both / RAFT+RAG ({budget} budget)")
     comparison = compare(out / "compare", budget=budget, device=device)
-    paths = write_report(comparison, out / "compare")
-    print(f"report: {paths}")
+    md_path, html_path = write_report(comparison, out / "compare")
+    print(f"\n{'':<40}" + "".join(f"{arm:>16}" for arm in ARMS))
+    for row in classic_table(comparison):
+        # the rate without its interval and the row without its metric here; report.md has both
+        cells = "".join(f"{cell.split(' [')[0]:>16}" for cell in row.cells)
+        print(f"{row.label.split(' (')[0][:39]:<40}{cells}")
+    print(f"\n{recommendation(comparison)}")
+    print(f"report: {md_path} and {html_path} (every rate with its 95% interval)")
 
 
 def main(argv: list[str] | None = None) -> int:

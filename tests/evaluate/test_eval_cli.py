@@ -55,6 +55,6 @@ def test_compare_report_only_rerenders(tmp_path, capsys):
 
     save_comparison(fixed_comparison(), tmp_path / "results.json")
     assert main(["compare", "--out", str(tmp_path), "--report-only"]) == 0
-    assert "Recommendation: retrieve for facts" in capsys.readouterr().out
+    assert "Recommendation: facts: use RAFT fine-tuning plus retrieval" in capsys.readouterr().out
     assert (tmp_path / "report.html").exists()
     assert main(["compare", "--out", str(tmp_path / "none"), "--report-only"]) == 2

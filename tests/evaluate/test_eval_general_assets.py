@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.evaluate.compare import general_asset, knowledge_items
+from tuneforge.evaluate.compare import general_asset
 from tuneforge.evaluate.runner import evaluate, load_eval_data
 
 
@@ -16,9 +16,14 @@ def test_general_assets_are_well_formed():
 
 
 def test_knowledge_items_keep_gold_sources_and_unanswerables():
-    items = knowledge_items()
-    assert any(not item["answerable"] and item["answer"] is None for item in items)
+    from tuneforge.rag.qa_records import read_qa_records
+    from tuneforge.tasks.knowledge_base import questions_path
+
+    items = [record.eval_item() for record in read_qa_records(questions_path())]
+    assert sum(not item["answerable"] and item["answer"] is None for item in items) >= 20
     assert all(item["source"] for item in items if item["answerable"])
+    # Every document stating the answer is a gold source (q01: the overview and the history).
+    assert items[0]["source"] == ["company-overview.md", "history.md"]
 
 
 @pytest.mark.slow

@@ -66,6 +66,22 @@ def test_evaluate_with_handmade_replies(tiny_model_dir):
     json.dumps(result.to_dict())
 
 
+def test_progress_in_a_log_is_whole_lines(capsys):
+    # stderr captured is not a terminal: tuneforge.progress writes whole lines, no tqdm redraws
+    answered = [item for item in ITEMS if item.get("question") in REPLIES]
+    evaluate(
+        None,
+        None,
+        answered,
+        ["contains_answer"],
+        responder=lambda item: REPLIES[item["prompt"]],
+        progress=True,
+    )
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines()[-1].startswith("evaluating: 4/4 items (100%)")
+
+
 def test_evaluate_generates_with_the_tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -145,8 +145,8 @@ def test_train_help_lists_every_config_field_with_its_help(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     train_docs, data_docs = field_docs(TrainConfig), field_docs(DataConfig)
     for item in fields(TrainConfig):
-        if item.name == "data":
-            continue  # nested: its fields follow, its path is --data
+        if item.name in ("data", "raft"):
+            continue  # nested: their fields follow (data's path is --data, raft's --raft-*)
         assert f"--{item.name.replace('_', '-')} " in text, item.name
         assert " ".join(train_docs[item.name].replace("``", "").split()[:4]) in text, item.name
     for item in fields(DataConfig):
@@ -157,6 +157,7 @@ def test_train_help_lists_every_config_field_with_its_help(capsys):
         assert f"{flag} " in text, item.name
         assert " ".join(data_docs[item.name].replace("``", "").split()[:4]) in text, item.name
     assert "(default: lora)" in text and "{adamw,adamw_8bit,paged_adamw_8bit}" in text
+    assert "--raft-oracle-share " in text and "RAFT's P" in text
 
 
 def test_every_config_field_is_documented_once():

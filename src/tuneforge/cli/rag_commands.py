@@ -70,7 +70,12 @@ def register(subparsers) -> None:
     )
     _add_retrieval_options(ask)
     add_model_options(ask)
-    ask.add_argument("--adapter", default=None, help="a LoRA adapter folder (PEFT format)")
+    ask.add_argument(
+        "--adapter",
+        default=None,
+        help="a LoRA adapter folder (PEFT format); an adapter (or --model folder) trained with "
+        "--store is asked in the prompt format it was trained with (its rag_prompt.json)",
+    )
     ask.add_argument(
         "--min-similarity",
         type=float,
@@ -191,9 +196,13 @@ def run_search(args: argparse.Namespace) -> int:
 def run_ask(args: argparse.Namespace) -> int:
     from tuneforge.cli.options import load_model_from_options, settings_from_options
     from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, parse_citations
+    from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
+    from tuneforge.rag.raft import trained_prompt
     from tuneforge.rag.retrieval import check_query
 
     check_query(args.question)  # before a model loads for nothing
+    # the format a RAFT adapter (or a RAFT full fine-tune's model folder) was trained in
+    trained = trained_prompt(args.adapter or args.model) or {}
     store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
     model, tokenizer, _ = load_model_from_options(args)
     result = answer(
@@ -204,9 +213,12 @@ def run_ask(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         settings=settings_from_options(args),
         mode=args.mode,
-        min_similarity=MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
+        min_similarity=trained.get("min_similarity", MIN_SIMILARITY)
+        if args.min_similarity is None
+        else args.min_similarity,
         source_filter=args.source,
-        client_system=args.system,
+        prompt_format=trained.get("prompt_format", DEFAULT_PROMPT_FORMAT),
+        client_system=args.system if args.system is not None else trained.get("client_system"),
     )
     print(_printable(result.text, keep_layout=True))
     if not result.hits:

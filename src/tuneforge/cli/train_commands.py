@@ -1,7 +1,8 @@
 """``tuneforge train``: fine-tune a model (full, LoRA, QLoRA) from a YAML config plus overrides.
 
-The options are generated from ``TrainConfig`` and its nested ``DataConfig``
-(``tuneforge.cli.config_options``): every config field is an option, with its docstring as help.
+The options are generated from ``TrainConfig`` and its nested ``DataConfig`` and
+``RaftSettings`` (``tuneforge.cli.config_options``): every config field is an option, with its
+docstring as help.
 """
 
 from __future__ import annotations
@@ -21,16 +22,33 @@ EPILOG = """examples:
   tuneforge train --config runs/r16/config.yaml --resume      # continue after a crash or Ctrl-C
   tuneforge train --config runs/r16/config.yaml --resume --max-steps 400   # train a finished run longer
   torchrun --nproc-per-node 2 -m tuneforge train --config examples/lora.yaml --strategy fsdp
+  tuneforge train --store kb --data qa.jsonl --raft-oracle-share 0.8 --out runs/raft   # RAFT
 
 --data demo (or demo:train, demo:test) is the bundled json_orders task.
+With --store, --data is a question file ({"question", "answer" (null: not in the documents),
+"source"}) and the run trains on the retrieval prompts 'rag ask' builds from that store (RAFT).
 Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint (exit 130 / 143);
 runs also checkpoint at their end and every --save-every-minutes (default 10).
 """
 
 
+# RaftSettings a user sets (the seed is the run's; shuffling is always on in training).
+RAFT_OPTIONS = (
+    "top_k",
+    "oracle_share",
+    "examples_per_question",
+    "mode",
+    "min_similarity",
+    "prompt_format",
+    "target_format",
+    "client_system",
+)
+
+
 def register(subparsers) -> None:
     """Add the ``train`` command."""
     from tuneforge.data.config import DataConfig
+    from tuneforge.rag.raft import RaftSettings
     from tuneforge.train.config import TrainConfig
 
     parser = subparsers.add_parser(
@@ -53,7 +71,13 @@ def register(subparsers) -> None:
         "level. The validation split uses --seed.",
     )
     dests += add_config_options(data, DataConfig, skip=("seed",), rename={"path": "data"})
-    parser.set_defaults(func=run_train, config_dests=dests)
+    raft = parser.add_argument_group(
+        "RAFT options (with --store)", "RaftSettings fields; in YAML under raft: without 'raft_'"
+    )
+    raft_dests = add_config_options(
+        raft, RaftSettings, only=RAFT_OPTIONS, rename={n: f"raft_{n}" for n in RAFT_OPTIONS}
+    )
+    parser.set_defaults(func=run_train, config_dests=dests, raft_dests=raft_dests)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -65,7 +89,12 @@ def run_train(args: argparse.Namespace) -> int:
     from tuneforge.tasks.json_orders import resolve_demo_data
     from tuneforge.train import TrainingInterrupted, load_config, train
 
-    config = load_config(args.config, given_options(args, args.config_dests))
+    overrides = given_options(args, args.config_dests)
+    overrides["raft"] = {
+        dest.removeprefix("raft_"): value
+        for dest, value in given_options(args, args.raft_dests).items()
+    }
+    config = load_config(args.config, overrides)
     config.data.path = resolve_demo_data(config.data.path)
     if config.val_data:
         config.val_data = resolve_demo_data(config.val_data)

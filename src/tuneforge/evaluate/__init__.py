@@ -1,4 +1,5 @@
-"""Evaluate and compare: metrics, the fine-tuning vs retrieval comparison (arms × tasks), reports.
+"""Evaluate and compare: metrics with 95% intervals, the fine-tuning vs retrieval comparison
+(arms × tasks, on the bundled tasks or the user's documents and questions), reports.
 
     from tuneforge.evaluate import evaluate, load_eval_data, compare, write_report
     result = evaluate(model, tokenizer, load_eval_data("qa.jsonl"), ["contains_answer", "latency"])
@@ -8,6 +9,12 @@
 Heavy modules (compare, plots) are imported on use, so ``import tuneforge.evaluate`` stays light.
 """
 
+from tuneforge.evaluate.intervals import (
+    Interval,
+    bootstrap_interval,
+    questions_needed,
+    wilson_interval,
+)
 from tuneforge.evaluate.metrics import (
     JsonScore,
     LatencyStats,
@@ -26,7 +33,8 @@ from tuneforge.evaluate.metrics import (
     schema_errors,
     score_json,
 )
-from tuneforge.evaluate.report import recommendation, render_html, render_markdown, write_report
+from tuneforge.evaluate.recommendation import recommendation
+from tuneforge.evaluate.report import render_html, render_markdown, write_report
 from tuneforge.evaluate.results import (
     ARMS,
     ArmResult,
@@ -55,6 +63,7 @@ __all__ = [
     "Comparison",
     "EvalResult",
     "ForgettingRow",
+    "Interval",
     "JsonScore",
     "LatencyStats",
     "LossCurve",
@@ -62,6 +71,7 @@ __all__ = [
     "RefusalScores",
     "Response",
     "UpdateCost",
+    "bootstrap_interval",
     "citation_correct",
     "compare",
     "contains_answer",
@@ -76,6 +86,7 @@ __all__ = [
     "parse_citations",
     "parse_json_reply",
     "perplexity",
+    "questions_needed",
     "recommendation",
     "refusal_scores",
     "render_html",
@@ -84,5 +95,6 @@ __all__ = [
     "save_comparison",
     "schema_errors",
     "score_json",
+    "wilson_interval",
     "write_report",
 ]

@@ -3,6 +3,11 @@
 ``compare`` runs every arm of :data:`COMPARE_ARMS` on every task of :data:`COMPARE_TASKS` in
 one loop; the report's columns follow the same table. Adding an arm is one line here (plus the
 training run it names, if any); a task names the training runs its arms use.
+
+The arms are the levers and their mix: the base model alone, retrieval alone, fine-tuning on
+question/answer pairs (facts in the weights), that fine-tune given retrieved sources, and a
+RAFT fine-tune (:mod:`tuneforge.rag.raft`: trained on the very prompts retrieval builds, to
+read, cite and refuse) given retrieved sources.
 """
 
 from __future__ import annotations
@@ -35,21 +40,28 @@ class Task:
 
     Attributes:
         name: the task's name in results and the report.
+        lever: what the task measures: ``facts`` (knowledge from documents), ``form`` (an
+            output format) or ``both`` (facts in a strict format).
         metrics: evaluation metrics for every arm.
         rag_metrics: metrics added for arms with retrieval (e.g. ``citation``).
-        verdict: the row verdict shown beside sample replies.
+        score: the per-question verdict that decides the task (the headline rate), also shown
+            beside sample replies.
         prompt_format: how retrieved hits are shown (``tuneforge.rag.PROMPT_FORMATS``).
         plain_system: system prompt of arms without retrieval for items without their own.
         adapters: adapter role -> the training run (``compare``'s ``runs/<name>``) providing it.
+        memorised: also ask the fine-tuned arms questions they were trained on, to report
+            memorised (trained) against generalised (held-out) answers.
     """
 
     name: str
+    lever: str
     metrics: tuple[str, ...]
     rag_metrics: tuple[str, ...]
-    verdict: str
+    score: str
     prompt_format: str
     plain_system: str | None
     adapters: dict[str, str] = field(default_factory=dict)
+    memorised: bool = False
 
     def metrics_for(self, arm: Arm) -> list[str]:
         """The metrics ``arm`` is scored on for this task."""
@@ -61,32 +73,54 @@ COMPARE_ARMS: tuple[Arm, ...] = (
     Arm("base+rag", rag=True),
     Arm("fine-tuned", adapter="fine-tuned"),
     Arm("fine-tuned+rag", adapter="fine-tuned", rag=True),
+    Arm("raft+rag", adapter="raft", rag=True),
 )
 """The arms, in report order."""
 
-COMPARE_TASKS: tuple[Task, ...] = (
-    Task(
-        name="knowledge",
-        metrics=("exact_match", "contains_answer", "refusal", "latency"),
-        rag_metrics=("citation",),
-        verdict="contains_answer",
-        prompt_format="sources",
-        plain_system=QA_SYSTEM_PROMPT,
-        adapters={"fine-tuned": "knowledge-lora"},
-    ),
-    Task(
-        name="json",
-        metrics=("json", "latency"),
-        rag_metrics=(),
-        verdict="schema_valid",
-        prompt_format="examples",
-        plain_system=None,  # the items carry the task's system prompt
-        adapters={"fine-tuned": "json-lora"},
-    ),
+KNOWLEDGE = Task(
+    name="knowledge",
+    lever="facts",
+    metrics=("exact_match", "contains_answer", "refusal", "latency"),
+    rag_metrics=("citation",),
+    score="contains_answer",
+    prompt_format="sources",
+    plain_system=QA_SYSTEM_PROMPT,
+    adapters={"fine-tuned": "knowledge-lora", "raft": "knowledge-raft"},
+    memorised=True,
 )
-"""knowledge: QA over the bundled fictional knowledge base (retrieval: its documents as numbered
-sources); json: the strict-JSON orders task (retrieval: similar training examples as
-demonstrations)."""
+"""Questions about documents (the bundled knowledge base, or ``--docs``/``--questions``);
+retrieval shows the documents as numbered sources."""
+
+JSON = Task(
+    name="json",
+    lever="form",
+    metrics=("json", "latency"),
+    rag_metrics=(),
+    score="schema_valid",
+    prompt_format="examples",
+    plain_system=None,  # the items carry the task's system prompt
+    adapters={"fine-tuned": "json-lora"},
+)
+"""A strict-JSON task (the bundled orders, or ``--train``/``--schema``); retrieval shows
+similar training examples as demonstrations."""
+
+COMBINED = Task(
+    name="combined",
+    lever="both",
+    metrics=("json", "contains_answer", "refusal", "latency"),
+    rag_metrics=("citation",),
+    score="correct_and_valid",
+    prompt_format="sources",
+    plain_system=None,  # the items carry the JSON instruction
+    adapters={"fine-tuned": "knowledge-lora", "raft": "knowledge-raft"},
+    memorised=True,
+)
+"""The knowledge questions answered as strict JSON ``{"answer", "source"}``: facts and form at
+once (:mod:`tuneforge.tasks.sourced_answers`). Its fine-tunes are the knowledge task's, trained
+on both shapes."""
+
+COMPARE_TASKS: tuple[Task, ...] = (KNOWLEDGE, JSON, COMBINED)
+"""The bundled tasks, in report order."""
 
 
 def arms_for(task: Task) -> list[Arm]:

@@ -1,49 +1,65 @@
-"""``tuneforge compare``: every arm of :mod:`tuneforge.evaluate.arms` on every task.
+"""``tuneforge compare``: every arm of :mod:`tuneforge.evaluate.arms` on every task, measured.
+
+Two sources of tasks, one pipeline:
+
+- the bundled tasks (no data options): questions about the fictional knowledge base, the
+  strict-JSON orders task and the combined task (the knowledge questions answered as JSON);
+- the user's data: ``--docs DIR --questions qa.jsonl`` (a knowledge task over their documents),
+  plus ``--train task.jsonl --schema s.json`` (their form task).
 
 What it runs, in order (every output under ``out``):
 
-1. Training (``runs/``): a LoRA fine-tune on the knowledge base's facts as Q/A pairs
-   (``knowledge-lora``), a full fine-tune on the same pairs at the same step count
-   (``knowledge-full``, for forgetting only), and a LoRA fine-tune on the strict-JSON task
-   (``json-lora``). Each is timed; the knowledge LoRA's wall time is what re-training costs when
-   a fact changes.
-2. Stores (``stores/``): the knowledge base documents (copied to ``kb_docs/`` so one can be
-   edited), and the JSON task's training examples (retrieved as demonstrations).
-3. The arms (base, base+RAG, fine-tuned, fine-tuned+RAG) on (a) knowledge questions
-   (answerable and unanswerable) and (b) JSON prompts: one loop over the table of arms × tasks.
-4. Forgetting: general perplexity and general-question accuracy of base, full and LoRA.
-5. Cost to update one fact: edit one document, re-ingest, ask base+RAG again.
+1. Data, checked before anything loads (:mod:`tuneforge.evaluate.compare_data`): the questions
+   split into *trained* and *held-out* (``holdout``), the form task's records.
+2. Stores (``stores/``): the documents (the bundled ones are copied to ``kb_docs/`` first, so one
+   can be edited) and the form task's training examples (retrieved as demonstrations). Every
+   source a question names is checked against the store here.
+3. Training (``runs/``), on the trained questions only: ``knowledge-lora``, a LoRA on them as
+   Q/A pairs; ``knowledge-full``, a full fine-tune on the same pairs at the same step count
+   (forgetting only); ``knowledge-raft``, a LoRA on RAFT examples built over the store
+   (:mod:`tuneforge.rag.raft`: the prompts retrieval builds, oracle kept or removed, cited
+   targets); ``json-lora``, a LoRA on the form task. With the combined task, the knowledge
+   fine-tunes learn both shapes (plain and JSON). Each run is timed.
+4. The arms × tasks on held-out questions, and the fine-tuned arms on trained questions too
+   (memorised vs generalised); every rate with its 95% interval.
+5. Forgetting: general perplexity and general-question accuracy of base, full and LoRA.
+6. Cost to update one fact: edit one bundled document, re-ingest, ask base+RAG again (the
+   user's documents are never edited: their cost is the measured ingest time per document).
 
-The ``quick`` budget is sized for about ten minutes on 2 idle CPU cores with the default model:
-few questions and 16 steps of batch 4, too few for the fine-tune to memorise 35 facts, so its
-numbers are a smoke test of the method more than a verdict. ``full`` asks every question and
-trains 150 steps of batch 8 (about 34 epochs over the facts): firmer numbers (not measured yet;
-estimated at an hour or more on CPU).
+The ``quick`` budget is a smoke test sized for a CPU: few questions and a few dozen optimizer
+steps, so its intervals are wide and the report says so. ``full`` asks every held-out question
+and trains ~10x longer.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuneforge.errors import ConfigError
-from tuneforge.evaluate.arms import COMPARE_TASKS, Arm, Task, arms_for
-from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve, UpdateCost
+from tuneforge.evaluate.arms import COMBINED, JSON, KNOWLEDGE, Arm, Task, arms_for
+from tuneforge.evaluate.compare_data import (
+    pick_questions,
+    qa_training_records,
+    read_compare_inputs,
+    split_questions,
+)
+from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve
 from tuneforge.evaluate.runner import (
-    QA_SYSTEM_PROMPT,
     Responder,
     evaluate,
     load_eval_data,
     plain_responder,
     rag_responder,
 )
+from tuneforge.evaluate.update_cost import measure_update_cost
 
 if TYPE_CHECKING:
     from tuneforge.generation import GenerationSettings
@@ -52,55 +68,74 @@ if TYPE_CHECKING:
 
 @dataclass
 class Budget:
-    """How much to train and ask, and the fine-tunes' LoRA shape.
+    """How much to train and ask, and the fine-tunes' shape.
 
     Attributes:
-        kb_answerable: answerable knowledge questions asked (of 35).
-        kb_unanswerable: unanswerable knowledge questions asked (of 6).
-        json_prompts: held-out JSON-task prompts asked.
+        kb_answerable: held-out answerable questions asked (at most; spread over the split).
+        kb_unanswerable: held-out unanswerable questions asked (at most).
+        kb_trained: trained answerable questions asked of the fine-tuned arms (memorised).
+        json_prompts: held-out form-task prompts asked.
         general_questions: general-knowledge questions asked (forgetting; of 20).
-        knowledge_steps: optimizer steps of the knowledge fine-tunes (LoRA and full alike).
-        json_steps: optimizer steps of the JSON LoRA fine-tune.
-        json_examples: training examples put in the JSON demonstration store.
+        knowledge_steps: optimizer steps of the Q/A fine-tunes (LoRA and full alike).
+        raft_epochs: passes of the RAFT LoRA fine-tune over its examples (optimizer steps =
+            ``ceil(raft_epochs * examples / batch_size)``, at least ``raft_min_steps``): measured
+            on the bundled questions, one pass beat two, which taught the model to refuse
+            questions it was not sure of (see docs/evaluate.md).
+        raft_min_steps: fewest optimizer steps of the RAFT fine-tune (small question sets).
+        json_steps: optimizer steps of the form-task LoRA fine-tune.
+        json_examples: bundled training examples put in the demonstration store.
         batch_size: examples per optimizer step.
         max_new_tokens: reply length cap of the knowledge and general questions (tokens).
-        json_max_new_tokens: reply length cap of the JSON task (tokens; an order is ~33).
+        json_max_new_tokens: reply length cap of the form task (tokens; an order is ~33).
+        combined_max_new_tokens: reply length cap of the combined task (tokens; ~20 needed).
         lora_r: LoRA rank of every LoRA fine-tune.
         lora_alpha: LoRA scaling numerator (peft's ``lora_alpha``).
+        raft_oracle_share: share of RAFT examples that keep the oracle chunk (RAFT's P).
+        raft_examples_per_question: RAFT examples per trained question (each its own draw).
     """
 
     kb_answerable: int
     kb_unanswerable: int
+    kb_trained: int
     json_prompts: int
     general_questions: int
     knowledge_steps: int
+    raft_epochs: float
     json_steps: int
     json_examples: int
     batch_size: int = 8
     max_new_tokens: int = 40
     json_max_new_tokens: int = 64
+    combined_max_new_tokens: int = 48
     lora_r: int = 16
     lora_alpha: float = 32.0
+    raft_oracle_share: float = 0.8
+    raft_examples_per_question: int = 2
+    raft_min_steps: int = 30
 
 
 BUDGETS = {
     "quick": Budget(
-        kb_answerable=8,
-        kb_unanswerable=3,
+        kb_answerable=16,
+        kb_unanswerable=6,
+        kb_trained=8,
         json_prompts=6,
         general_questions=8,
         knowledge_steps=16,
+        raft_epochs=1.0,
         json_steps=16,
         json_examples=100,
         batch_size=4,
         max_new_tokens=32,
     ),
     "full": Budget(
-        kb_answerable=35,
-        kb_unanswerable=6,
+        kb_answerable=1000,
+        kb_unanswerable=1000,
+        kb_trained=20,
         json_prompts=60,
         general_questions=20,
         knowledge_steps=150,
+        raft_epochs=2.0,
         json_steps=150,
         json_examples=1200,
     ),
@@ -112,39 +147,19 @@ LEARNING_RATES = {"lora": 1e-3, "full": 5e-5}
 MAX_LENGTH = 256
 """Training sequence length (tokens): every Q/A pair and JSON example fits."""
 
+RAFT_MAX_LENGTH = 1024
+"""Training sequence length of RAFT examples (tokens): three retrieved chunks and the question."""
+
 RAG_TOP_K = 3
-"""Hits retrieved per question by the arms with retrieval."""
+"""Hits retrieved per question by the arms with retrieval, and shown in RAFT examples."""
+
+DEFAULT_HOLDOUT = 0.3
+"""Share of the questions held out from every fine-tune."""
 
 
 def general_asset(name: str) -> Path:
     """A file of ``tuneforge/assets/general`` (``questions.jsonl`` or ``text.jsonl``)."""
     return Path(str(resources.files("tuneforge") / "assets" / "general" / name))
-
-
-def knowledge_items() -> list[dict]:
-    """The knowledge base's questions as evaluation items (accepted answers, gold sources)."""
-    from tuneforge.tasks.knowledge_base import questions
-
-    items = []
-    for q in questions():
-        items.append(
-            {
-                "id": q.id,
-                "question": q.question,
-                "answer": [q.answer, *q.aliases] if q.answer else None,
-                "source": q.sources or ([q.source] if q.source else []),
-                "answerable": q.answerable,
-            }
-        )
-    return items
-
-
-def _spread(items: list, count: int) -> list:
-    """``count`` items evenly spread over ``items`` (all of them if fewer)."""
-    if count >= len(items):
-        return list(items)
-    step = len(items) / count
-    return [items[int(i * step)] for i in range(count)]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -154,22 +169,16 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def knowledge_training_records(items: list[dict]) -> list[dict]:
-    """The answerable facts as chat Q/A pairs, with the plain-QA system prompt used at test time."""
-    return [
-        {
-            "messages": [
-                {"role": "system", "content": QA_SYSTEM_PROMPT},
-                {"role": "user", "content": item["question"]},
-                {"role": "assistant", "content": f"{item['answer'][0]}."},
-            ]
-        }
-        for item in items
-        if item["answerable"]
-    ]
-
-
-def _train(name: str, data: Path, method: str, steps: int, b: Budget, out: Path, args) -> tuple:
+def _train(
+    name: str,
+    data: Path,
+    method: str,
+    steps: int,
+    b: Budget,
+    out: Path,
+    args,
+    max_length: int = MAX_LENGTH,
+) -> tuple:
     """Run one training; return (run result, wall seconds including model loading)."""
     from tuneforge.train import load_config, train
 
@@ -183,10 +192,11 @@ def _train(name: str, data: Path, method: str, steps: int, b: Budget, out: Path,
             "max_steps": steps,
             "lr": LEARNING_RATES[method],
             "batch_size": b.batch_size,
-            "max_length": MAX_LENGTH,
+            "max_length": max_length,
             "lora_r": b.lora_r,
             "lora_alpha": b.lora_alpha,
             "warmup_ratio": 0.1,
+            "seed": args.get("seed", 0),
             "device": args["device"],
             "force": True,
             "progress": args["progress"],
@@ -211,10 +221,12 @@ class TaskInputs:
 
     Attributes:
         task: the task's row of the table.
-        items: evaluation items.
+        items: evaluation items no fine-tune was trained on (every arm is asked them).
         store: the store the arms with retrieval search (a ``RagStore``).
         settings: generation settings.
         schema: JSON schema for the ``json`` metric (None for other tasks).
+        trained_items: items the fine-tunes were trained on, asked of the fine-tuned arms when
+            the task reports what they memorised.
     """
 
     task: Task
@@ -222,6 +234,7 @@ class TaskInputs:
     store: RagStore
     settings: GenerationSettings
     schema: Mapping | None = None
+    trained_items: list[dict] = field(default_factory=list)
 
 
 def arm_responder(arm: Arm, inputs: TaskInputs, model, tokenizer) -> Responder:
@@ -246,65 +259,59 @@ def run_arms(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[ArmResult]:
-    """Every arm on every task (the table of :mod:`tuneforge.evaluate.arms`), one result each.
+    """Every arm on every task (the table of :mod:`tuneforge.evaluate.arms`), one result each,
+    plus one on the trained items for each fine-tuned arm of a task that reports memorising.
 
     Args:
         tasks: the tasks with their items, stores and settings.
         model_for: the model an arm runs on for a task (the base, or the task's fine-tune).
         tokenizer: the tokenizer shared by the base and its fine-tunes.
         progress: show progress bars.
-        log: where one line per (task, arm) goes.
+        log: where one line per (task, arm, split) goes.
     """
     results = []
     for inputs in tasks:
         task = inputs.task
         for arm in arms_for(task):
-            log(f"{task.name}: {arm.name} ({len(inputs.items)} prompts)")
+            splits = [("held-out", inputs.items)]
+            if task.memorised and arm.adapter is not None and inputs.trained_items:
+                splits.append(("trained", inputs.trained_items))
             model = model_for(arm, task)
-            result = evaluate(
-                model,
-                tokenizer,
-                inputs.items,
-                task.metrics_for(arm),
-                schema=inputs.schema,
-                responder=arm_responder(arm, inputs, model, tokenizer),
-                progress=progress,
-            )
-            results.append(
-                ArmResult(arm.name, task.name, result.metrics, _samples(result.rows, task.verdict))
-            )
+            for split, items in splits:
+                log(f"{task.name}: {arm.name} ({len(items)} {split} prompts)")
+                result = evaluate(
+                    model,
+                    tokenizer,
+                    items,
+                    task.metrics_for(arm),
+                    schema=inputs.schema,
+                    responder=arm_responder(arm, inputs, model, tokenizer),
+                    progress=progress,
+                )
+                results.append(
+                    ArmResult(
+                        arm.name,
+                        task.name,
+                        result.metrics,
+                        _samples(result.rows, task.score),
+                        split,
+                        result.intervals,
+                    )
+                )
     return results
 
 
-def _samples(rows: list[dict], verdict_key: str, count: int = 2) -> list[dict]:
-    return [
-        {
-            "question": row["prompt"],
-            "reply": row["reply"],
-            "verdict": f"{verdict_key}={row.get(verdict_key)}",
-        }
-        for row in rows[:count]
-    ]
-
-
-def _mutate_fact(items: list[dict], docs: Path) -> tuple[dict, str, str, Path] | None:
-    """Pick an answerable question whose numeric answer is written in its document."""
-    for item in items:
-        if not item["answerable"] or not item["source"]:
-            continue
-        answer = item["answer"][0]
-        path = docs / item["source"][0]
-        if (
-            not re.search(r"\d", answer)
-            or not path.exists()
-            or answer not in path.read_text(encoding="utf-8")
-        ):
-            continue
-        match = re.search(r"\d", answer)
-        digit = str((int(match.group()) + 3) % 10 or 4)
-        new = answer[: match.start()] + digit + answer[match.end() :]
-        return item, answer, new, path
-    return None
+def _samples(rows: list[dict], verdict_key: str) -> list[dict]:
+    """The first reply, and the first to an unanswerable question when there is one (whose
+    verdict is whether it refused, when the task's verdict does not apply to it)."""
+    picked = rows[:1] + [row for row in rows[1:] if row.get("answerable") is False][:1]
+    samples = []
+    for row in picked:
+        key = verdict_key if verdict_key in row or "refused" not in row else "refused"
+        samples.append(
+            {"question": row["prompt"], "reply": row["reply"], "verdict": f"{key}={row.get(key)}"}
+        )
+    return samples
 
 
 def compare(
@@ -316,6 +323,13 @@ def compare(
     progress: bool = True,
     log: Callable[[str], None] = print,
     num_threads: int | None = None,
+    *,
+    docs: Path | str | None = None,
+    questions: Path | str | None = None,
+    train: Path | str | None = None,
+    schema: Path | str | None = None,
+    holdout: float = DEFAULT_HOLDOUT,
+    seed: int = 0,
 ) -> Comparison:
     """Run the comparison and save ``results.json`` into ``out`` (the report is written apart).
 
@@ -329,16 +343,27 @@ def compare(
         log: where phase lines go.
         num_threads: torch CPU threads for training and inference (None: torch's default). On a
             machine shared with other jobs, 1 thread can be several times faster than 2.
+        docs: the user's documents (file or folder); with ``questions``.
+        questions: the user's questions about them (:mod:`tuneforge.rag.qa_records`).
+        train: the user's form task (chat records ending in a JSON reply); with ``schema``.
+        schema: the JSON schema of the form task's replies.
+        holdout: share of the questions (and form records) held out from the fine-tunes.
+        seed: seed of the splits, the RAFT draws and the trainings.
 
     Raises:
-        ConfigError: an unknown budget.
+        ConfigError: an unknown budget, a data option without its partner, a bad ``holdout``.
+        DataError: an invalid data file or a question naming a source not in ``docs``
+            (``file:line``), before any model loads.
     """
     from tuneforge.adapters import attach_adapter
+    from tuneforge.atomic import write_json
     from tuneforge.evaluate.results import save_comparison
     from tuneforge.generation import GenerationSettings
     from tuneforge.models import load_model
     from tuneforge.rag import RagStore, load_embedder
-    from tuneforge.tasks import json_orders
+    from tuneforge.rag.qa_records import resolve_sources
+    from tuneforge.rag.raft import RaftSettings, build_raft_examples, write_raft_data
+    from tuneforge.tasks import sourced_answers
     from tuneforge.tasks.knowledge_base import corpus_dir
 
     if isinstance(budget, Budget):
@@ -347,6 +372,11 @@ def compare(
         b = BUDGETS[budget]
     else:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    data, task_rows = read_compare_inputs(
+        b.json_prompts, b.json_examples, docs, questions, train, schema, holdout, seed
+    )
+    split = split_questions(data.records, holdout, seed)
+    combined = COMBINED in task_rows
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if num_threads:
@@ -358,22 +388,53 @@ def compare(
     def step(message: str) -> None:
         log(f"[compare {time.perf_counter() - started:6.0f} s] {message}")
 
-    # -- data ---------------------------------------------------------------------------------
-    all_kb = knowledge_items()
-    answerable = [i for i in all_kb if i["answerable"]]
-    kb_eval = (
-        _spread(answerable, b.kb_answerable)
-        + [i for i in all_kb if not i["answerable"]][: b.kb_unanswerable]
+    # -- stores (every named source checked before training) ---------------------------------
+    step(f"ingesting the documents ({data.description})")
+    kb_docs = data.docs
+    if kb_docs is None:
+        kb_docs = out / "kb_docs"
+        shutil.rmtree(kb_docs, ignore_errors=True)
+        shutil.copytree(corpus_dir(), kb_docs)
+    embedder = load_embedder()
+    for folder in ("stores/kb", "stores/json_examples"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    kb_store = RagStore(out / "stores" / "kb", embedder=embedder)
+    ingest = kb_store.ingest(kb_docs, progress=False)
+    resolve_sources(data.records, kb_store.documents())
+    json_store = None
+    if data.form is not None:
+        examples_file = _write_jsonl(
+            out / "data" / "json_examples.jsonl", [{"text": t} for t in data.form.examples]
+        )
+        json_store = RagStore(out / "stores" / "json_examples", embedder=embedder)
+        json_store.ingest(examples_file, progress=False)
+
+    # -- training data ------------------------------------------------------------------------
+    json_system = sourced_answers.SYSTEM_PROMPT if combined else None
+    knowledge_pairs = qa_training_records(split.trained, json_system)
+    knowledge_data = _write_jsonl(out / "data" / "knowledge_qa.jsonl", knowledge_pairs)
+    step("building RAFT examples over the store")
+    raft_settings = RaftSettings(
+        top_k=RAG_TOP_K,
+        oracle_share=b.raft_oracle_share,
+        examples_per_question=b.raft_examples_per_question,
+        seed=seed,
     )
-    json_eval = [
-        {"prompt": r["prompt"], "system": r["system"], "expected": r["expected"]}
-        for r in json_orders.load_records("test")[: b.json_prompts]
-    ]
-    general_q = load_eval_data(general_asset("questions.jsonl"))[: b.general_questions]
-    general_text = load_eval_data(general_asset("text.jsonl"))
-    knowledge_data = _write_jsonl(
-        out / "data" / "knowledge_qa.jsonl", knowledge_training_records(all_kb)
-    )
+    raft_examples, raft_report = build_raft_examples(split.trained, kb_store, raft_settings)
+    raft_reports = [raft_report]
+    if combined:  # the same builder, the combined task's JSON target and instruction
+        json_settings = replace(
+            raft_settings, target_format="json", client_system=json_system, seed=seed + 1
+        )
+        json_examples, json_report = build_raft_examples(split.trained, kb_store, json_settings)
+        raft_examples += json_examples
+        raft_reports.append(json_report)
+    raft_data = write_raft_data(out / "data" / "raft.jsonl", raft_examples)
+    raft_steps = max(b.raft_min_steps, math.ceil(b.raft_epochs * len(raft_examples) / b.batch_size))
+    write_json(out / "data" / "raft.report.json", [asdict(r) for r in raft_reports])
+    raft_summary = " · ".join(f"{r.settings['target_format']}: {r.summary()}" for r in raft_reports)
+    step(raft_summary)
+
     settings = GenerationSettings(max_new_tokens=b.max_new_tokens)
     args = {
         "model": model,
@@ -381,49 +442,57 @@ def compare(
         "home": home,
         "progress": progress,
         "num_threads": num_threads,
+        "seed": seed,
     }
 
     # -- training -----------------------------------------------------------------------------
-    trainings = [  # (run name, data, method, optimizer steps)
-        ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps),
-        ("knowledge-full", knowledge_data, "full", b.knowledge_steps),
-        ("json-lora", json_orders.asset_path("train"), "lora", b.json_steps),
+    trainings = [  # (run name, data, method, optimizer steps, max length)
+        ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps, MAX_LENGTH),
+        ("knowledge-full", knowledge_data, "full", b.knowledge_steps, MAX_LENGTH),
+        ("knowledge-raft", raft_data, "lora", raft_steps, RAFT_MAX_LENGTH),
     ]
+    if data.form is not None:
+        form_data = _write_jsonl(out / "data" / "form_train.jsonl", data.form.train)
+        trainings.append(("json-lora", form_data, "lora", b.json_steps, MAX_LENGTH))
     runs, train_seconds = {}, {}
-    for name, data, method, steps in trainings:
+    for name, path, method, steps, max_length in trainings:
         step(f"training {name} ({steps} steps)")
-        runs[name], train_seconds[name] = _train(name, data, method, steps, b, out, args)
+        runs[name], train_seconds[name] = _train(
+            name, path, method, steps, b, out, args, max_length
+        )
     curves = [_loss_curve(name, runs[name].run_dir) for name, *_ in trainings]
 
-    # -- stores -------------------------------------------------------------------------------
-    step("ingesting the knowledge base and the JSON examples")
-    kb_docs = out / "kb_docs"
-    shutil.rmtree(kb_docs, ignore_errors=True)
-    shutil.copytree(corpus_dir(), kb_docs)
-    embedder = load_embedder()
-    for folder in ("stores/kb", "stores/json_examples"):
-        shutil.rmtree(out / folder, ignore_errors=True)
-    kb_store = RagStore(out / "stores" / "kb", embedder=embedder)
-    kb_store.ingest(kb_docs, progress=False)
-    examples = [
-        {"text": f"Request: {r['prompt']}\nJSON: {r['answer']}"}
-        for r in json_orders.load_records("train")[: b.json_examples]
-    ]
-    examples_file = _write_jsonl(out / "data" / "json_examples.jsonl", examples)
-    json_store = RagStore(out / "stores" / "json_examples", embedder=embedder)
-    json_store.ingest(examples_file, progress=False)
-
     # -- the arms × tasks -----------------------------------------------------------------------
-    prepared = {  # task -> (items, store, settings, schema)
-        "knowledge": (kb_eval, kb_store, settings, None),
-        "json": (
-            json_eval,
+    held_out = pick_questions(split.held_out, b.kb_answerable, b.kb_unanswerable)
+    memorised = pick_questions(split.trained, b.kb_trained, 0)
+    combined_settings = GenerationSettings(max_new_tokens=b.combined_max_new_tokens)
+    prepared = {
+        "knowledge": TaskInputs(
+            KNOWLEDGE,
+            [r.eval_item() for r in held_out],
+            kb_store,
+            settings,
+            trained_items=[r.eval_item() for r in memorised],
+        )
+    }
+    if combined:
+        prepared["combined"] = TaskInputs(
+            COMBINED,
+            [sourced_answers.eval_item(r) for r in held_out],
+            kb_store,
+            combined_settings,
+            sourced_answers.SCHEMA,
+            [sourced_answers.eval_item(r) for r in memorised],
+        )
+    if data.form is not None:
+        prepared["json"] = TaskInputs(
+            JSON,
+            data.form.test,
             json_store,
             GenerationSettings(max_new_tokens=b.json_max_new_tokens),
-            json_orders.SCHEMA,
-        ),
-    }
-    tasks = [TaskInputs(task, *prepared[task.name]) for task in COMPARE_TASKS]
+            data.form.schema,
+        )
+    tasks = [prepared[task.name] for task in task_rows]
 
     def loaded():
         return load_model(model, device=device, home=home, progress=False)
@@ -443,6 +512,8 @@ def compare(
     arms = run_arms(tasks, model_for, tok, progress, step)
 
     # -- forgetting ---------------------------------------------------------------------------
+    general_q = load_eval_data(general_asset("questions.jsonl"))[: b.general_questions]
+    general_text = load_eval_data(general_asset("text.jsonl"))
     km = tuned_model("knowledge-lora")
     tuned.clear()  # free the other fine-tunes before loading the full one
     forgetting = []
@@ -467,37 +538,38 @@ def compare(
     del full_model, km
 
     # -- cost to update one fact --------------------------------------------------------------
-    update = None
-    picked = _mutate_fact(answerable, kb_docs)
-    if picked is not None:
-        item, old, new, path = picked
-        step(f"update cost: {path.name}: {old!r} -> {new!r}, re-ingest")
-        path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
-        start = time.perf_counter()
-        kb_store.ingest(kb_docs, progress=False)
-        reingest_s = time.perf_counter() - start
-        reply = rag_responder(bm, tok, kb_store, settings, top_k=RAG_TOP_K)(
-            {"prompt": item["question"]}
-        )
-        from tuneforge.evaluate.metrics import contains_answer
-
-        update = UpdateCost(
-            fact=f"{path.name}: {old!r} changed to {new!r}; base+RAG then answered {reply.text!r}",
-            reingest_seconds=reingest_s,
-            retrain_seconds=train_seconds["knowledge-lora"],
-            reingest_recalled=contains_answer(reply.text, new),
-        )
+    update = measure_update_cost(
+        data,
+        split.held_out + split.trained,
+        kb_docs,
+        kb_store,
+        ingest,
+        bm,
+        tok,
+        settings,
+        RAG_TOP_K,
+    )
+    if update is not None:
+        update.retrain_seconds = train_seconds["knowledge-lora"]
+        step(f"update cost: {update.fact}")
 
     comparison = Comparison(
         model=model,
         budget=budget,
         settings={
+            "data": data.description,
             **asdict(b),
             "lora_lr": LEARNING_RATES["lora"],
             "full_lr": LEARNING_RATES["full"],
             "rag_top_k": RAG_TOP_K,
-            "knowledge_train_pairs": len(knowledge_training_records(all_kb)),
-            "note": "the fine-tuned arm is asked the questions it was trained on (its best case)",
+            "holdout": holdout,
+            "seed": seed,
+            "questions_trained": len(split.trained),
+            "questions_held_out": len(split.held_out),
+            "knowledge_train_pairs": len(knowledge_pairs),
+            "raft_data": raft_summary,
+            "raft_steps": raft_steps,
+            "note": "every arm is asked held-out questions; the fine-tuned arms also trained ones",
         },
         arms=arms,
         update_cost=update,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import math
 
-from tuneforge.evaluate.results import ARMS, Comparison, ForgettingRow, LossCurve
+from tuneforge.evaluate.results import ARMS, TASKS, Comparison, ForgettingRow, LossCurve
 
 _ARM_COLORS = {
     "base": "#9e9e9e",
     "base+rag": "#1f77b4",
     "fine-tuned": "#ff7f0e",
     "fine-tuned+rag": "#2ca02c",
+    "raft+rag": "#9467bd",
 }
 
 ARM_METRICS = [
@@ -23,11 +24,13 @@ ARM_METRICS = [
     ("knowledge", "citation_correct", "knowledge:\ncitation correct ↑"),
     ("knowledge", "refusal_rate", "unanswerable:\nrefused ↑"),
     ("knowledge", "hallucination_rate", "unanswerable:\nhallucinated ↓"),
-    ("json", "valid_json", "json:\nvalid JSON ↑"),
     ("json", "schema_valid", "json:\nschema valid ↑"),
     ("json", "field_accuracy", "json:\nfield accuracy ↑"),
+    ("combined", "schema_valid", "combined:\nschema valid ↑"),
+    ("combined", "correct_and_valid", "combined:\ncorrect and valid ↑"),
 ]
-"""(task, metric, label) shown in the arms chart; all are fractions in [0, 1]."""
+"""(task, metric, label) shown in the arms chart (held-out questions); all are fractions in
+[0, 1], drawn with their 95% intervals as error bars."""
 
 
 def _png(figure) -> bytes:
@@ -58,33 +61,55 @@ def plot_loss_curves(curves: list[LossCurve]) -> bytes:
 
 
 def plot_arms(comparison: Comparison) -> bytes:
-    """Grouped bars: each metric of :data:`ARM_METRICS`, one bar per arm; plus latency."""
+    """Grouped bars with 95% error bars: each measured metric of :data:`ARM_METRICS`, one bar
+    per arm; below, the mean latency per task."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(11, 7.5))
+    shown = [
+        (t, m, label)
+        for t, m, label in ARM_METRICS
+        if any(not math.isnan(comparison.metric(arm, t, m)) for arm in ARMS)
+    ]
+    tasks = [t for t in TASKS if any(comparison.result(arm, t) for arm in ARMS)]
+    figure = Figure(figsize=(12, 7.5))
     top, bottom = figure.subplots(2, 1, height_ratios=[3, 2])
     width = 0.8 / len(ARMS)
+    offset = (len(ARMS) - 1) / 2
     for index, arm in enumerate(ARMS):
-        values = [_zero_if_nan(comparison.metric(arm, t, m)) for t, m, _ in ARM_METRICS]
-        positions = [i + (index - 1.5) * width for i in range(len(ARM_METRICS))]
-        bars = top.bar(positions, values, width, label=arm, color=_ARM_COLORS[arm])
+        values, low, high = [], [], []
+        for t, m, _ in shown:
+            value = _zero_if_nan(comparison.metric(arm, t, m))
+            interval = comparison.interval(arm, t, m)
+            values.append(value)
+            ok = interval is not None and not math.isnan(interval.low)
+            low.append(value - interval.low if ok else 0.0)
+            high.append(interval.high - value if ok else 0.0)
+        positions = [i + (index - offset) * width for i in range(len(shown))]
+        bars = top.bar(
+            positions,
+            values,
+            width,
+            yerr=[low, high],
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "alpha": 0.6},
+            label=arm,
+            color=_ARM_COLORS[arm],
+        )
         top.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=6, padding=1)
-    top.set_xticks(range(len(ARM_METRICS)), [label for _, _, label in ARM_METRICS], fontsize=8)
+    top.set_xticks(range(len(shown)), [label for _, _, label in shown], fontsize=8)
     top.set_ylim(0, 1.3)  # headroom for the legend above 100% bars
     top.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    top.set_ylabel("fraction of questions")
-    top.set_title("The arms per metric (↑ higher is better, ↓ lower is better)")
-    top.legend(fontsize=8, ncols=4, loc="upper center")
+    top.set_ylabel("fraction of held-out questions")
+    top.set_title("The arms per metric, with 95% intervals (↑ higher is better, ↓ lower is better)")
+    top.legend(fontsize=8, ncols=len(ARMS), loc="upper center")
     top.grid(axis="y", alpha=0.3)
 
     for index, arm in enumerate(ARMS):
-        values = [
-            _zero_if_nan(comparison.metric(arm, t, "latency_mean_s")) for t in ("knowledge", "json")
-        ]
-        positions = [i + (index - 1.5) * width for i in range(2)]
+        values = [_zero_if_nan(comparison.metric(arm, t, "latency_mean_s")) for t in tasks]
+        positions = [i + (index - offset) * width for i in range(len(tasks))]
         bars = bottom.bar(positions, values, width, label=arm, color=_ARM_COLORS[arm])
         bottom.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=1)
-    bottom.set_xticks([0, 1], ["knowledge task", "json task"])
+    bottom.set_xticks(range(len(tasks)), [f"{t} task" for t in tasks])
     bottom.set_ylabel("seconds per answer (mean)")
     bottom.set_title("Latency per answer")
     bottom.grid(axis="y", alpha=0.3)

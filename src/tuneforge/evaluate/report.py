@@ -1,9 +1,10 @@
 """``report.md`` and a self-contained ``report.html`` from a :class:`Comparison`.
 
-The classic "RAG vs fine-tuning" table (adding knowledge, teaching a format, reducing
-hallucination, cost to update, latency) is filled with measured numbers, and the one-line
-recommendation is chosen by a rule over those numbers (:func:`recommendation`), never written
-by hand: if a claim does not hold on the data, the line says so.
+The classic "RAG vs fine-tuning" table (adding knowledge, citing sources, teaching a format,
+facts in a format, reducing hallucination, cost to update, latency) is filled with measured
+numbers, every rate with its 95% interval and its question count, and the recommendation is
+chosen by a rule over those numbers and intervals (:mod:`tuneforge.evaluate.recommendation`),
+never written by hand: where the intervals overlap it says the data set is too small to tell.
 """
 
 from __future__ import annotations
@@ -15,23 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.evaluate.arms import COMPARE_ARMS, Arm
-from tuneforge.evaluate.results import ARMS, TASKS, Comparison, UpdateCost
+from tuneforge.evaluate.recommendation import (
+    decide,
+    estimate,
+    format_rate,
+    recommendation,
+)
+from tuneforge.evaluate.results import ARMS, SPLITS, TASKS, Comparison, UpdateCost
 
 MARGIN = 0.05
-"""Two rates closer than this (5 percentage points) count as a tie in the recommendation."""
+"""Forgetting: a general-accuracy drop larger than this (5 points) counts as forgetting more."""
 
 
 @dataclass
 class TableRow:
-    """One row of the classic table: a label, one cell per arm, the best arm by the row's rule."""
+    """One row of the classic table: a label, one cell per arm, the best arm by the row's rule.
+
+    ``best`` names one arm when its interval clears every other's, or the arms still tied
+    (``a ≈ b``) when the intervals overlap.
+    """
 
     label: str
     cells: list[str]
     best: str
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.0%}"
 
 
 def _secs(value: float) -> str:
@@ -66,27 +73,53 @@ def _update_costs(comparison: Comparison) -> dict[str, float]:
     return {arm.name: _update_cost(arm, cost) for arm in COMPARE_ARMS}
 
 
-def classic_table(comparison: Comparison) -> list[TableRow]:
-    """The five rows of the classic comparison, one measured cell per arm."""
-    rows = []
-    for label, task, metric, higher in [
-        (
-            "Adding knowledge (contains answer, answerable KB questions) ↑",
-            "knowledge",
-            "contains_answer",
-            True,
-        ),
-        ("Teaching a format (schema-valid JSON replies) ↑", "json", "schema_valid", True),
-        (
-            "Reducing hallucination (answers to unanswerable questions) ↓",
-            "knowledge",
-            "hallucination_rate",
-            False,
-        ),
-    ]:
-        values = {arm: comparison.metric(arm, task, metric) for arm in ARMS}
-        rows.append(TableRow(label, [_pct(values[arm]) for arm in ARMS], _best(values, higher)))
+RATE_ROWS = [
+    ("Adding knowledge (contains answer, answerable questions)", "knowledge", "contains_answer", True),
+    ("Citing the source that holds the answer (citation correct)", "knowledge", "citation_correct", True),
+    ("Reducing hallucination (answers to unanswerable questions)", "knowledge", "hallucination_rate", False),
+    ("Teaching a format (schema-valid JSON replies)", "json", "schema_valid", True),
+    ("Facts in a strict format (correct and schema-valid, combined task)", "combined", "correct_and_valid", True),
+]  # fmt: skip
+"""(label, task, metric, higher is better) of the classic table's rate rows (held-out)."""
 
+
+def _rate_row(comparison: Comparison, label: str, task: str, metric: str, higher: bool):
+    estimates = {arm: estimate(comparison, arm, task, metric) for arm in ARMS}
+    measured = [e for e in estimates.values() if e is not None]
+    if not measured:
+        return None
+    counts = sorted({e.interval.n for e in measured})
+    arrow = "↑" if higher else "↓"
+    label = f"{label}, n={'/'.join(str(c) for c in counts)} {arrow}"
+    cells = [format_rate(e.value, e.interval) if e else "n/a" for e in estimates.values()]
+    verdict = decide(measured, higher)
+    best = verdict.best.arm
+    if not verdict.separated and verdict.runner_up is not None:
+        tied = [
+            e.arm
+            for e in measured
+            if e.arm != best
+            and not (
+                verdict.best.interval.separates_above(e.interval)
+                if higher
+                else e.interval.separates_above(verdict.best.interval)
+            )
+        ]
+        best = " ≈ ".join([best, *tied])
+    return TableRow(label, cells, best)
+
+
+def classic_table(comparison: Comparison) -> list[TableRow]:
+    """The rows of the classic comparison, one measured cell per arm (held-out questions).
+
+    Rate cells read ``62% [41–79%]`` (value and 95% interval); the label carries the question
+    count. A task that was not run (e.g. no form task on the user's data) has no row.
+    """
+    rows = [
+        row
+        for label, task, metric, higher in RATE_ROWS
+        if (row := _rate_row(comparison, label, task, metric, higher)) is not None
+    ]
     costs = _update_costs(comparison)
     rows.append(
         TableRow(
@@ -112,84 +145,25 @@ def classic_table(comparison: Comparison) -> list[TableRow]:
     return rows
 
 
-def recommendation(comparison: Comparison, margin: float = MARGIN) -> str:
-    """One line chosen by rule from the measured numbers.
+def memorised_rows(comparison: Comparison) -> list[list[str]]:
+    """Per fine-tuned arm and task: the headline rate on trained vs held-out questions."""
+    from tuneforge.evaluate.arms import COMPARE_TASKS
 
-    Facts: base+RAG vs fine-tuned on contains-answer. Format: fine-tuned vs the better untuned
-    arm (base, base+RAG) on schema validity. Both: fine-tuned+RAG within ``margin`` of the best
-    arm on both. Update cost: re-ingest vs re-train seconds. A difference under ``margin`` is
-    reported as no clear winner.
-    """
-
-    def value(arm: str, task: str, metric: str) -> float:
-        return comparison.metric(arm, task, metric)
-
-    parts = []
-    rag_k, ft_k = (
-        value("base+rag", "knowledge", "contains_answer"),
-        value("fine-tuned", "knowledge", "contains_answer"),
-    )
-    if math.isnan(rag_k) or math.isnan(ft_k):
-        parts.append("facts: not measured")
-    elif rag_k - ft_k >= margin:
-        parts.append(
-            f"retrieve for facts (base+RAG {_pct(rag_k)} vs fine-tuned {_pct(ft_k)} contains-answer)"
-        )
-    elif ft_k - rag_k >= margin:
-        parts.append(
-            f"fine-tune for facts (fine-tuned {_pct(ft_k)} vs base+RAG {_pct(rag_k)} contains-answer)"
-        )
-    else:
-        parts.append(f"facts: no clear winner (base+RAG {_pct(rag_k)} vs fine-tuned {_pct(ft_k)})")
-
-    ft_f = value("fine-tuned", "json", "schema_valid")
-    untuned = [(arm, value(arm, "json", "schema_valid")) for arm in ("base", "base+rag")]
-    untuned = [(arm, v) for arm, v in untuned if not math.isnan(v)]
-    if math.isnan(ft_f) or not untuned:
-        parts.append("format: not measured")
-    else:
-        best_arm, best_f = max(untuned, key=lambda item: item[1])
-        if ft_f - best_f >= margin:
-            parts.append(
-                f"fine-tune for format (fine-tuned {_pct(ft_f)} vs {best_arm} {_pct(best_f)} schema-valid)"
-            )
-        elif best_f - ft_f >= margin:
-            parts.append(
-                f"no need to fine-tune for format ({best_arm} {_pct(best_f)} vs fine-tuned {_pct(ft_f)} schema-valid)"
-            )
-        else:
-            parts.append(
-                f"format: no clear winner (fine-tuned {_pct(ft_f)} vs {best_arm} {_pct(best_f)})"
-            )
-
-    both_ok = True
-    for task, metric in (("knowledge", "contains_answer"), ("json", "schema_valid")):
-        values = [value(arm, task, metric) for arm in ARMS]
-        measured = [v for v in values if not math.isnan(v)]
-        both = value("fine-tuned+rag", task, metric)
-        both_ok = (
-            both_ok
-            and bool(measured)
-            and not math.isnan(both)
-            and both >= margin  # an arm that gets nothing right is not "the best of both"
-            and both >= max(measured) - margin
-        )
-    if both_ok:
-        parts.append(
-            "do both when you need both (fine-tuned+RAG is within "
-            f"{margin * 100:.0f} points of the best arm on both tasks)"
-        )
-    else:
-        parts.append("fine-tuned+RAG is not the best of both here")
-
-    cost = comparison.update_cost
-    if cost is not None and cost.reingest_seconds > 0 and not math.isnan(cost.retrain_seconds):
-        ratio = cost.retrain_seconds / cost.reingest_seconds
-        parts.append(
-            f"updating a fact costs {_secs(cost.reingest_seconds)} by re-ingest vs "
-            f"{_secs(cost.retrain_seconds)} by re-training ({ratio:.0f}×)"
-        )
-    return "Recommendation: " + "; ".join(parts) + "."
+    rows = []
+    for task in COMPARE_TASKS:
+        if not task.memorised:
+            continue
+        for arm in ARMS:
+            trained = comparison.result(arm, task.name, "trained")
+            held = comparison.result(arm, task.name, "held-out")
+            if trained is None or held is None:
+                continue
+            cells = []
+            for result in (trained, held):
+                value = float(result.metrics.get(task.score, math.nan))
+                cells.append(format_rate(value, result.intervals.get(task.score)))
+            rows.append([task.name, arm, task.score, *cells])
+    return rows
 
 
 def forgetting_summary(comparison: Comparison) -> str:
@@ -234,56 +208,92 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _detail_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    """Every measured metric (counts folded into the label as ``n=``), one column per arm."""
-    headers = ["task", "metric", *ARMS]
+    """Every measured metric per task and split, rates with their 95% intervals, one column per
+    arm (counts folded into the label as ``n=``)."""
+    headers = ["task", "questions", "metric", *ARMS]
     rows = []
     for task in TASKS:
-        names: list[str] = []
-        for result in comparison.arms:
-            if result.task == task:
+        for split in SPLITS:
+            results = [r for r in comparison.arms if r.task == task and r.split == split]
+            names: list[str] = []
+            for result in results:
                 names += [n for n in result.metrics if n not in names and not n.startswith("n_")]
-        for name in names:
-            counts = {comparison.metric(arm, task, f"n_{name}") for arm in ARMS}
-            counts = {int(c) for c in counts if not math.isnan(c)}
-            label = f"{name} (n={counts.pop()})" if len(counts) == 1 else name
-            cells = []
-            for arm in ARMS:
-                v = comparison.metric(arm, task, name)
-                cells.append(_secs(v) if name.endswith("_s") else _pct(v))
-            rows.append([task, label, *cells])
+            for name in names:
+                counts = {
+                    int(ci.n)
+                    for arm in ARMS
+                    if (ci := comparison.interval(arm, task, name, split)) is not None
+                }
+                label = f"{name} (n={counts.pop()})" if len(counts) == 1 else name
+                cells = []
+                for arm in ARMS:
+                    value = comparison.metric(arm, task, name, split)
+                    if name.endswith("_s"):
+                        cells.append(_secs(value))
+                    else:
+                        cells.append(
+                            format_rate(value, comparison.interval(arm, task, name, split))
+                        )
+                if any(cell != "n/a" for cell in cells):  # e.g. no refusal rate without
+                    rows.append([task, split, label, *cells])  # unanswerable questions
     return headers, rows
 
 
 def _forgetting_rows(comparison: Comparison) -> list[list[str]]:
     return [
-        [row.method, str(row.steps), f"{row.general_perplexity:.2f}", _pct(row.general_accuracy)]
+        [
+            row.method,
+            str(row.steps),
+            f"{row.general_perplexity:.2f}",
+            format_rate(row.general_accuracy),
+        ]
         for row in comparison.forgetting
     ]
+
+
+INTERVALS_NOTE = (
+    "Rates are shown as value [95% interval]: Wilson score intervals for proportions, a "
+    "percentile bootstrap for field accuracy; n is the number of questions. An arm is named "
+    "best only when its interval clears every other arm's; `a ≈ b` lists arms the data cannot "
+    "tell apart."
+)
+
+MEMORISED_HEADERS = ["task", "arm", "rate", "trained questions", "held-out questions"]
 
 
 def render_markdown(comparison: Comparison) -> str:
     """The text of ``report.md``."""
     settings = comparison.settings
     lines = [
-        "# tuneforge compare: fine-tuning vs retrieval, measured",
+        "# tuneforge compare: fine-tuning vs retrieval (RAG), measured",
         "",
         f"Model `{comparison.model}`, budget `{comparison.budget}`, total "
         f"{_secs(comparison.seconds_total)}. Settings: "
         + ", ".join(f"{k}={v}" for k, v in settings.items())
         + ".",
         "",
-        "## The classic comparison, with our numbers",
+        "## The classic comparison, with our numbers (held-out questions)",
         "",
         _markdown_table(
             ["", *ARMS, "best"],
             [[row.label, *row.cells, row.best] for row in classic_table(comparison)],
         ),
         "",
+        INTERVALS_NOTE,
+        "",
         f"**{recommendation(comparison)}**",
         "",
     ]
     if comparison.update_cost is not None:
         lines += [f"Cost to update: {comparison.update_cost.fact}.", ""]
+    memorised = memorised_rows(comparison)
+    if memorised:
+        lines += [
+            "## Memorised vs generalised (the fine-tuned arms on questions they were trained on)",
+            "",
+            _markdown_table(MEMORISED_HEADERS, memorised),
+            "",
+        ]
     lines += ["## Every metric", "", _markdown_table(*_detail_rows(comparison)), ""]
     lines += [
         "## Forgetting (general ability before and after fine-tuning)",
@@ -335,13 +345,14 @@ def render_html(comparison: Comparison) -> str:
 
     table = classic_table(comparison)
     bold = [ARMS.index(row.best) + 1 if row.best in ARMS else -1 for row in table]
+    memorised = memorised_rows(comparison)
     samples = []
     for result in comparison.arms:
         for sample in result.samples[:2]:
             samples.append(
                 [
                     result.task,
-                    result.arm,
+                    result.arm if result.split == "held-out" else f"{result.arm} ({result.split})",
                     sample.get("question", ""),
                     sample.get("reply", ""),
                     sample.get("verdict", ""),
@@ -357,16 +368,22 @@ def render_html(comparison: Comparison) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         "<title>tuneforge compare report</title>",
         f"<style>{_CSS}</style></head><body>",
-        "<h1>tuneforge compare: fine-tuning vs retrieval, measured</h1>",
+        "<h1>tuneforge compare: fine-tuning vs retrieval (RAG), measured</h1>",
         f"<p>Model <code>{html.escape(comparison.model)}</code>, budget "
         f"<code>{html.escape(comparison.budget)}</code>, total {_secs(comparison.seconds_total)}. "
         f"Settings: {html.escape(settings)}.</p>",
-        "<h2>The classic comparison, with our numbers</h2>",
+        "<h2>The classic comparison, with our numbers (held-out questions)</h2>",
         _html_table(["", *ARMS, "best"], [[r.label, *r.cells, r.best] for r in table], bold),
+        f"<p>{html.escape(INTERVALS_NOTE)}</p>",
         f"<p class='rec'>{html.escape(recommendation(comparison))}</p>",
     ]
     if comparison.update_cost is not None:
         parts.append(f"<p>Cost to update: {html.escape(comparison.update_cost.fact)}.</p>")
+    if memorised:
+        parts += [
+            "<h2>Memorised vs generalised</h2>",
+            _html_table(MEMORISED_HEADERS, memorised),
+        ]
     parts += [
         "<h2>The arms per metric</h2>",
         _img(plot_arms(comparison), "the arms per metric"),

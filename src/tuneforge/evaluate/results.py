@@ -13,12 +13,17 @@ from pathlib import Path
 
 from tuneforge.errors import DataError
 from tuneforge.evaluate.arms import COMPARE_ARMS, COMPARE_TASKS
+from tuneforge.evaluate.intervals import Interval
 
 ARMS = tuple(arm.name for arm in COMPARE_ARMS)
 """The arms' names, in report order (see :mod:`tuneforge.evaluate.arms`)."""
 
 TASKS = tuple(task.name for task in COMPARE_TASKS)
 """The tasks' names (see :mod:`tuneforge.evaluate.arms`)."""
+
+SPLITS = ("held-out", "trained")
+"""Which questions an arm was asked: ``held-out`` (no arm was trained on them; every arm) or
+``trained`` (the fine-tuned arms' own training questions: what they memorised)."""
 
 
 @dataclass
@@ -34,12 +39,16 @@ class ArmResult:
             ``latency_p95_s``; json: ``valid_json``, ``schema_valid``, ``field_accuracy``,
             ``latency_mean_s``, ``latency_p95_s``.
         samples: a few replies to show in the report (``question``, ``reply``, ``verdict``).
+        split: which questions: one of :data:`SPLITS`.
+        intervals: rate name -> its 95% interval and count.
     """
 
     arm: str
     task: str
     metrics: dict[str, float]
     samples: list[dict] = field(default_factory=list)
+    split: str = "held-out"
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,12 +119,22 @@ class Comparison:
     loss_curves: list[LossCurve]
     seconds_total: float = math.nan
 
-    def metric(self, arm: str, task: str, name: str) -> float:
-        """The value of ``name`` for ``arm`` on ``task``; ``nan`` when not measured."""
+    def result(self, arm: str, task: str, split: str = "held-out") -> ArmResult | None:
+        """The result of ``arm`` on ``task``'s ``split`` questions; None when not run."""
         for result in self.arms:
-            if result.arm == arm and result.task == task:
-                return float(result.metrics.get(name, math.nan))
-        return math.nan
+            if (result.arm, result.task, result.split) == (arm, task, split):
+                return result
+        return None
+
+    def metric(self, arm: str, task: str, name: str, split: str = "held-out") -> float:
+        """The value of ``name`` for ``arm`` on ``task``; ``nan`` when not measured."""
+        result = self.result(arm, task, split)
+        return math.nan if result is None else float(result.metrics.get(name, math.nan))
+
+    def interval(self, arm: str, task: str, name: str, split: str = "held-out") -> Interval | None:
+        """The 95% interval of rate ``name`` for ``arm`` on ``task``; None when not measured."""
+        result = self.result(arm, task, split)
+        return None if result is None else result.intervals.get(name)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (``nan`` becomes ``None``)."""
@@ -136,6 +155,11 @@ class Comparison:
                         task=a["task"],
                         metrics={k: _num(v) for k, v in a["metrics"].items()},
                         samples=list(a.get("samples", [])),
+                        split=a.get("split", "held-out"),
+                        intervals={
+                            k: Interval(_num(v["low"]), _num(v["high"]), int(v["n"]), v["method"])
+                            for k, v in a.get("intervals", {}).items()
+                        },
                     )
                     for a in data["arms"]
                 ],

@@ -11,10 +11,15 @@ what it is scored on:
 - ``question``/``prompt`` with ``expected`` (the JSON object the reply must be): ``json``
   (valid JSON, schema-valid, field accuracy); the schema comes from the item's ``schema`` or
   the ``schema`` argument.
+- a QA item with ``answer_field`` (e.g. ``"answer"``): the reply must be a JSON object (``json``:
+  valid JSON, schema-valid) whose ``answer_field`` holds the answer; the QA metrics and the
+  refusal read that field, ``citation`` reads the whole reply, and ``correct_and_valid`` is
+  schema-valid *and* right (the answer for answerable items, a refusal for the others).
 - ``messages`` (the chat shape): everything before a final assistant turn is the prompt, that
   turn is the reference (parsed as ``expected`` when it is a JSON object, else the ``answer``).
 
-``latency`` is measured on every generated reply.
+``latency`` is measured on every generated reply. Every rate comes with a 95% interval
+(:mod:`tuneforge.evaluate.intervals`: Wilson for proportions, bootstrap for field accuracy).
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from pathlib import Path
 
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.evaluate import metrics as m
+from tuneforge.evaluate.intervals import (
+    Interval,
+    bootstrap_interval,
+    wilson_interval,
+)
+from tuneforge.progress import track
 from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
 from tuneforge.rag.replies import is_refusal
 
@@ -67,18 +78,27 @@ class EvalResult:
     Attributes:
         metrics: name -> value; rates are fractions in [0, 1], ``*_s`` in seconds, ``n_*`` counts.
         rows: per item: the prompt, the reply, its seconds and verdicts.
+        intervals: rate name -> its 95% interval and count.
     """
 
     metrics: dict[str, float]
     rows: list[dict]
+    intervals: dict[str, Interval] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready (``nan`` becomes ``None``)."""
-        clean = {
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in self.metrics.items()
+
+        def clean(value: float) -> float | None:
+            return None if isinstance(value, float) and math.isnan(value) else value
+
+        return {
+            "metrics": {k: clean(v) for k, v in self.metrics.items()},
+            "intervals": {
+                k: {key: clean(v) for key, v in ci.to_dict().items()}
+                for k, ci in self.intervals.items()
+            },
+            "rows": self.rows,
         }
-        return {"metrics": clean, "rows": self.rows}
 
 
 def load_eval_data(path: Path | str) -> list[dict]:
@@ -169,6 +189,7 @@ def rag_responder(
     settings=None,
     top_k: int = 3,
     prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    client_system: str | None = None,
 ) -> Responder:
     """Answer with retrieval through ``tuneforge.rag.answer``, the path ``rag ask`` takes.
 
@@ -184,6 +205,8 @@ def rag_responder(
         top_k: hits retrieved per item.
         prompt_format: a name from ``tuneforge.rag.PROMPT_FORMATS``: ``sources`` (numbered
             sources to cite) or ``examples`` (retrieved examples as demonstrations).
+        client_system: system text for items without their own (e.g. the one a RAFT adapter
+            was trained with, ``tuneforge.rag.raft.trained_prompt``).
     """
     from tuneforge.rag import answer
 
@@ -197,7 +220,7 @@ def rag_responder(
             top_k=top_k,
             settings=settings,
             prompt_format=prompt_format,
-            client_system=item.get("system"),
+            client_system=item.get("system") or client_system,
             history=item.get("history") or None,
         )
         sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
@@ -229,7 +252,8 @@ def evaluate(
         schema: JSON schema for ``json`` items without their own ``schema``.
         settings: generation settings (default greedy, 256 new tokens).
         responder: overrides how a reply is produced (e.g. a custom retrieval prompt).
-        progress: show a progress bar.
+        progress: show progress (``tuneforge.progress``: a bar on a terminal, a line every
+            30 s in a log).
 
     Raises:
         ConfigError: an unknown metric, or ``citation`` without a store.
@@ -265,11 +289,11 @@ def evaluate(
             else plain_responder(model, tokenizer, settings)
         )
     rows = []
-    for item in _progress(prompts, progress):
+    for item in track(prompts, "evaluating", "item", enabled=progress):
         response = responder(item)
         rows.append(score_item(item, response, metrics, schema))
     results.update(aggregate(rows, metrics))
-    return EvalResult(results, rows)
+    return EvalResult(results, rows, rate_intervals(rows, metrics))
 
 
 def score_item(
@@ -293,33 +317,55 @@ def score_item(
                 row["json_errors"] = score.errors[:3]
         return row
     answerable = _answerable(item)
+    answer_text, refused = response.text, response.refused
+    if item.get("answer_field") and "json" in metrics:
+        answer_text, refused = _json_answer(item, response, schema, row)
     row["answerable"] = answerable
-    row["refused"] = response.refused
+    row["refused"] = refused
     if answerable and item.get("answer") is not None:
         if "exact_match" in metrics:
-            row["exact_match"] = m.exact_match(response.text, item["answer"])
+            row["exact_match"] = m.exact_match(answer_text, item["answer"])
         if "contains_answer" in metrics:
-            row["contains_answer"] = m.contains_answer(response.text, item["answer"])
+            row["contains_answer"] = m.contains_answer(answer_text, item["answer"])
         if "citation" in metrics and item.get("source"):
             row["citation_correct"] = m.citation_correct(
                 response.text, response.sources, item["source"]
             )
             row["retrieval_hit"] = m.retrieval_hit(response.sources, item["source"])
+    if "schema_valid" in row:
+        right = (
+            m.contains_answer(answer_text, item["answer"])
+            if answerable and item.get("answer") is not None
+            else refused
+        )
+        row["correct_and_valid"] = row["schema_valid"] and right
     return row
+
+
+def _json_answer(
+    item: dict, response: Response, schema: Mapping | None, row: dict
+) -> tuple[str, bool]:
+    """Score a reply that must be a JSON object holding the answer in ``item["answer_field"]``.
+
+    Adds ``valid_json``/``schema_valid`` (and ``json_errors``) to ``row``; returns the answer
+    field's text ("" when the reply is not such an object) and whether the reply refuses (the
+    field says so, or the system refused before any JSON was written).
+    """
+    score = m.score_json(response.text, item.get("schema") or schema)
+    row.update(valid_json=score.valid_json, schema_valid=score.schema_valid)
+    if score.errors:
+        row["json_errors"] = score.errors[:3]
+    value, _ = m.parse_json_reply(response.text)
+    answer = value.get(item["answer_field"]) if isinstance(value, dict) else None
+    if not isinstance(answer, str):
+        return "", response.refused
+    return answer, response.refused or is_refusal(answer)
 
 
 def aggregate(rows: list[dict], metrics: Sequence[str]) -> dict[str, float]:
     """Averages over rows: each verdict's mean, refusal scores, latency statistics."""
     out: dict[str, float] = {}
-    for key in (
-        "exact_match",
-        "contains_answer",
-        "citation_correct",
-        "retrieval_hit",
-        "valid_json",
-        "schema_valid",
-        "field_accuracy",
-    ):
+    for key in RATE_KEYS:
         values = [float(row[key]) for row in rows if key in row and not _isnan(row[key])]
         if values:
             out[key] = sum(values) / len(values)
@@ -333,26 +379,73 @@ def aggregate(rows: list[dict], metrics: Sequence[str]) -> dict[str, float]:
             hallucination_rate=scores.hallucination_rate,
             over_refusal_rate=scores.over_refusal_rate,
             n_unanswerable=float(scores.unanswerable),
+            n_answerable=float(scores.answerable),
         )
     stats = m.latency_stats([row["seconds"] for row in rows])
     out.update(latency_mean_s=stats.mean_s, latency_p95_s=stats.p95_s)
     return out
 
 
+def rate_intervals(rows: list[dict], metrics: Sequence[str]) -> dict[str, Interval]:
+    """The 95% interval of every rate :func:`aggregate` reports, from the same rows.
+
+    Wilson for the 0/1 verdicts and the refusal rates, the percentile bootstrap for field
+    accuracy (a per-item fraction); hallucination is one minus refusal, so its interval is the
+    refusal interval mirrored.
+    """
+    intervals: dict[str, Interval] = {}
+    for key in RATE_KEYS:
+        values = [float(row[key]) for row in rows if key in row and not _isnan(row[key])]
+        if not values:
+            continue
+        if key in BOOTSTRAP_KEYS:
+            intervals[key] = bootstrap_interval(values)
+        else:
+            intervals[key] = wilson_interval(round(sum(values)), len(values))
+    if "refusal" in metrics:
+        outcomes = [(row["answerable"], row["refused"]) for row in rows if "answerable" in row]
+        unanswerable = [refused for answerable, refused in outcomes if not answerable]
+        answerable = [refused for answerable, refused in outcomes if answerable]
+        if unanswerable:
+            refusal = wilson_interval(sum(unanswerable), len(unanswerable))
+            intervals["refusal_rate"] = refusal
+            intervals["hallucination_rate"] = Interval(
+                1 - refusal.high, 1 - refusal.low, refusal.n, refusal.method
+            )
+        if answerable:
+            intervals["over_refusal_rate"] = wilson_interval(sum(answerable), len(answerable))
+    return intervals
+
+
+RATE_KEYS = (
+    "exact_match",
+    "contains_answer",
+    "citation_correct",
+    "retrieval_hit",
+    "valid_json",
+    "schema_valid",
+    "field_accuracy",
+    "correct_and_valid",
+)
+"""Per-item verdicts averaged into rates (each with its ``n_<key>`` count)."""
+
+BOOTSTRAP_KEYS = ("field_accuracy",)
+"""Rates that are means of per-item fractions, not proportions: bootstrap intervals."""
+
+RATE_COUNTS = {
+    "refusal_rate": "n_unanswerable",
+    "hallucination_rate": "n_unanswerable",
+    "over_refusal_rate": "n_answerable",
+}
+"""The count behind each refusal rate (the others: ``n_<name>``)."""
+
+
 def _isnan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _progress(items: list, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc="evaluating", unit="item")
-
-
 def format_table(result: EvalResult) -> str:
-    """The metrics as an aligned two-column text table."""
+    """The metrics as an aligned text table; a rate shows its 95% interval and count."""
     width = max((len(k) for k in result.metrics), default=6)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for key, value in result.metrics.items():
@@ -366,5 +459,11 @@ def format_table(result: EvalResult) -> str:
             shown = f"{value:.3f}"
         else:
             shown = f"{value:.1%}"
+            interval = result.intervals.get(key)
+            if interval is not None and not _isnan(interval.low):
+                shown += (
+                    f"  [{interval.low:.1%}, {interval.high:.1%}] 95% {interval.method},"
+                    f" n={interval.n}"
+                )
         lines.append(f"{key:<{width}}  {shown}")
     return "\n".join(lines)

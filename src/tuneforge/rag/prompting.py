@@ -1,8 +1,8 @@
 """Retrieved hits -> chat messages: the one path every caller takes.
 
-``rag ask`` (:func:`tuneforge.rag.answer`), evaluation, ``compare`` and the server's ``rag``
-field all build their prompt here, and retrieval-augmented training is meant to as well, so what
-a model is trained on and what it sees at inference cannot drift apart. Two steps:
+``rag ask`` (:func:`tuneforge.rag.answer`), evaluation, ``compare``, the server's ``rag``
+field and retrieval-augmented training (:mod:`tuneforge.rag.raft`) all build their prompt here,
+so what a model is trained on and what it sees at inference cannot drift apart. Two steps:
 
 1. :func:`rag_prompt` applies the one rule for "nothing relevant found": when the best hit's
    cosine similarity to the question is below ``min_similarity`` no hit is shown at all (and a

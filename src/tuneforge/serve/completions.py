@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from tuneforge.errors import ConfigError
 from tuneforge.generation import GenerationSettings, Reply, Row, prompt_ids
+from tuneforge.rag.raft import trained_prompt
 from tuneforge.rag.replies import REFUSAL
 from tuneforge.serve.engine import (
     Engine,
@@ -316,7 +317,8 @@ def build_router() -> APIRouter:
                     code="rag_unavailable",
                     param="rag",
                 )
-            messages, sources = await state.retriever(messages, body.rag)
+            trained = trained_prompt(state.engine.registry.folders().get(adapter))
+            messages, sources = await state.retriever(messages, body.rag, trained)
             if messages is None:  # no source is relevant: the refusal, without the model
                 return await run_job(
                     request,

@@ -7,6 +7,11 @@ instruction and the earlier turns kept between the instruction and the question.
 hit is less similar to the question than ``rag.MIN_SIMILARITY``, nothing is relevant: the
 retriever returns no sources, and the answer is ``rag.REFUSAL``. The reply's ``sources`` lists
 the passages in prompt order: ``[n]`` in the answer is ``sources[n-1]``.
+
+A request for an adapter trained on retrieval prompts (``tuneforge train --store``: its
+``rag_prompt.json``, ``tuneforge.rag.raft.trained_prompt``) is asked the way it was trained: its
+prompt format and relevance threshold, its system text when the client sends none, and its
+``top_k`` and mode when the request does not set them.
 """
 
 from __future__ import annotations
@@ -43,12 +48,17 @@ def make_retriever(search):
     ``search`` runs in a worker thread (it embeds the question: CPU work off the event loop).
     The retriever returns ``(messages, sources)``, or ``(None, [])`` when no source is relevant
     enough (the rule of ``tuneforge.rag.rag_prompt``): the endpoint then answers
-    ``tuneforge.rag.REFUSAL`` without calling the model, as ``rag ask`` does.
+    ``tuneforge.rag.REFUSAL`` without calling the model, as ``rag ask`` does. Its third argument,
+    ``trained``, is the requested adapter's prompt record (or None): see the module docstring.
     """
-    from tuneforge.rag import MODES, rag_prompt
+    from tuneforge.rag import DEFAULT_PROMPT_FORMAT, MIN_SIMILARITY, MODES, rag_prompt
 
-    async def retrieve(messages: list[dict], options: RagOptions):
-        mode = options.mode or "hybrid"
+    async def retrieve(messages: list[dict], options: RagOptions, trained: dict | None = None):
+        trained = trained or {}
+        mode = options.mode or trained.get("mode") or "hybrid"
+        top_k = options.top_k
+        if "top_k" not in options.model_fields_set:
+            top_k = trained.get("top_k", top_k)
         if mode not in MODES:
             raise ApiError(
                 400,
@@ -57,8 +67,15 @@ def make_retriever(search):
                 param="rag.mode",
             )
         system, history, question = split_question(messages)
-        hits = await asyncio.to_thread(search, question, options.top_k, mode)
-        prompt = rag_prompt(question, hits, client_system=system, history=history)
+        hits = await asyncio.to_thread(search, question, top_k, mode)
+        prompt = rag_prompt(
+            question,
+            hits,
+            prompt_format=trained.get("prompt_format", DEFAULT_PROMPT_FORMAT),
+            min_similarity=trained.get("min_similarity", MIN_SIMILARITY),
+            client_system=system if system is not None else trained.get("client_system"),
+            history=history,
+        )
         if prompt.refused:
             return None, []
         sources = [

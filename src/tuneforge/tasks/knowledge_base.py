@@ -50,7 +50,12 @@ def corpus_dir() -> Path:
     return _root() / "documents"
 
 
+def questions_path() -> Path:
+    """The question set's JSONL file, in the QA-record format (``tuneforge.rag.qa_records``)."""
+    return _root() / "questions.jsonl"
+
+
 def questions() -> list[KnowledgeQuestion]:
     """The question set, answerable questions first."""
-    lines = (_root() / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = questions_path().read_text(encoding="utf-8").splitlines()
     return [KnowledgeQuestion(**json.loads(line)) for line in lines if line.strip()]

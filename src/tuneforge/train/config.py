@@ -7,7 +7,12 @@ writes the resolved config, nested, as ``config.yaml`` in its run directory so i
 with ``tuneforge train --config RUN_DIR/config.yaml``.
 
 Seeds: a training run has one ``seed``, which seeds initialisation, data order, dropout and the
-train/validation split (``data.seed`` is set from it and is not a key of a training config).
+train/validation split (``data.seed`` is set from it and is not a key of a training config), and
+with ``store`` the RAFT examples' draws (``raft.seed``, likewise not a key).
+
+With ``store`` set, ``data`` is a question file (``tuneforge.rag.qa_records``) and the run trains
+on retrieval-augmented examples built over the store (``tuneforge.rag.raft``), configured by the
+nested ``raft`` mapping (``RaftSettings``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from tuneforge.data.config import DataConfig
 from tuneforge.errors import ConfigError
+from tuneforge.rag.raft import RaftSettings
 from tuneforge.tuning_vocabulary import (
     DTYPES,
     LORA_ALPHA,
@@ -51,6 +57,11 @@ class TrainConfig:
             mapping, and its options may also sit at the top level).
         val_data: a validation data file, read with the options of ``data``; when given,
             ``data.val_fraction`` is ignored.
+        store: a RAG store folder: ``data`` is then a question file (question, answer, source)
+            and the run trains on RAFT examples built over the store with the prompts ``rag
+            ask`` builds; the adapter records that prompt format (``rag_prompt.json``).
+        raft: how the RAFT examples are built with ``store`` (``RaftSettings``; in YAML a
+            mapping under raft:).
         method: ``full`` (every weight trained), ``lora`` (frozen base + LoRA adapters) or
             ``qlora`` (frozen NF4 4-bit base + LoRA adapters).
         out: the run directory.
@@ -106,6 +117,8 @@ class TrainConfig:
     model: str = "default"
     data: DataConfig = field(default_factory=DataConfig)
     val_data: str | None = None
+    store: str | None = None
+    raft: RaftSettings = field(default_factory=RaftSettings)
     method: str = field(default="lora", metadata={"choices": METHODS})
     out: str = "runs/run"
     epochs: int = 1
@@ -246,8 +259,20 @@ class TrainConfig:
             "method",
             "is 'full' but use_dora/use_rslora are LoRA options; use method lora or qlora",
         )
+        _check(
+            self.store is None or (isinstance(self.store, str) and bool(self.store.strip())),
+            "store",
+            f"must be a RAG store folder or null; got {self.store!r}",
+        )
+        _check(
+            self.store is None or self.val_data is None,
+            "val_data",
+            "cannot be used with store (the question file is split with data.val_fraction)",
+        )
         if self.data.seed != self.seed:  # the split follows the run's seed (module docstring)
             self.data = replace(self.data, seed=self.seed)
+        if self.raft.seed != self.seed:  # so do the RAFT draws
+            self.raft = replace(self.raft, seed=self.seed)
 
     @property
     def uses_lora(self) -> bool:
@@ -255,9 +280,14 @@ class TrainConfig:
         return self.method in LORA_METHODS
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain YAML-ready values, ``data`` nested (without its seed: ``seed``)."""
+        """The config as plain YAML-ready values, ``data`` nested (without its seed: ``seed``);
+        ``raft`` nested (without its seed) only when ``store`` is set."""
         values = asdict(self)
         del values["data"]["seed"]
+        if self.store is None:
+            del values["raft"]
+        else:
+            del values["raft"]["seed"]
         return values
 
 
@@ -392,9 +422,19 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
     for key in values["data"]:
         if key not in data_known:
             raise _unknown_key(key, data_known, source, "data config")
+    raft = values.pop("raft", None) or {}
+    if isinstance(raft, RaftSettings):
+        raft = {f.name: getattr(raft, f.name) for f in fields(RaftSettings) if f.name != "seed"}
+    if not isinstance(raft, dict):
+        raise ConfigError(f"{source}: raft must be a mapping of RAFT settings; got {raft!r}")
+    raft_known = [f.name for f in fields(RaftSettings) if f.name != "seed"]
+    for key in raft:
+        if key not in raft_known:
+            raise _unknown_key(key, raft_known, source, "raft")
     try:
         data = DataConfig(**read_numbers(values.pop("data"), DataConfig))
-        return TrainConfig(data=data, **read_numbers(values, TrainConfig))
+        settings = RaftSettings(**read_numbers(raft, RaftSettings))
+        return TrainConfig(data=data, raft=settings, **read_numbers(values, TrainConfig))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     except TypeError as err:  # e.g. a nested mapping where a scalar belongs
@@ -440,7 +480,9 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         {k: v for k, v in (overrides or {}).items() if v is not None}, "command line"
     )
     data = {**values.pop("data"), **given.pop("data")}
-    return config_from_dict({**values, **given, "data": data}, source)
+    # an override replaces one RAFT setting and keeps the file's others, as for data
+    raft = {**(values.pop("raft", None) or {}), **(given.pop("raft", None) or {})}
+    return config_from_dict({**values, **given, "data": data, "raft": raft}, source)
 
 
 def dump_config(config: TrainConfig) -> str:

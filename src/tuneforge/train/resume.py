@@ -7,7 +7,8 @@ in place is noticed). A resume compares the config it is given with them, before
 
 - **must stay equal** (``EXACT_FIELDS``, every data option): the model, the method and LoRA
   shape, the data (path and content), batch size, packing, the optimizer and its settings, the
-  learning rate and its schedule, the dtype and the seed; and the micro-batches per optimizer
+  learning rate and its schedule, the dtype and the seed, the RAFT store and settings
+  (the examples are rebuilt from them); and the micro-batches per optimizer
   step, ``grad_accum x processes`` (so a run may resume on another number of processes with
   ``grad_accum`` adjusted). A change is refused, naming each changed field.
 - **may change**: how often to validate, log and checkpoint, early-stopping patience, threads,
@@ -38,6 +39,8 @@ EXACT_FIELDS = (
     "model",
     "method",
     "val_data",
+    "store",
+    "raft",
     "lr",
     "batch_size",
     "packing",
@@ -214,7 +217,7 @@ def _changed_fields(saved: TrainConfig, given: TrainConfig, saved_path: Path) ->
     for name, before, now in pairs:
         if name == "target_modules" and now is None:
             continue  # not given: the model's defaults, as the saved list was resolved
-        if name in ("model", "data.path", "val_data", "data.template_file"):
+        if name in ("model", "data.path", "val_data", "data.template_file", "store"):
             same = _same_path(before, now)
         elif name == "target_modules":
             same = set(before or ()) == set(now)  # peft adapts the same layers in any order

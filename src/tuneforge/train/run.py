@@ -3,7 +3,9 @@
 ``train(config)`` is what ``tuneforge train`` and ``make demo`` call. The run directory holds
 ``config.yaml`` (resolved), ``inputs.json`` (SHA-256 of the data files), ``metrics.jsonl``,
 ``checkpoints/step-N/``, ``adapter/`` (lora, qlora; PEFT format) or ``model/`` (full;
-safetensors + tokenizer) and ``summary.json``.
+safetensors + tokenizer) and ``summary.json``. A run with ``store`` also holds the RAFT examples
+it trained on (``raft_data.jsonl`` and its ``raft_data.report.json``), and its adapter or model
+folder the prompt record ``rag_prompt.json`` (``tuneforge.rag.raft``).
 
 Everything a user can get wrong is checked before the run directory is touched: the options,
 the run directory (not empty without ``--force``; ``--resume``: what may be continued, see
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -104,6 +107,35 @@ def prepare_run_dir(config: TrainConfig, resolved: TrainConfig, parallel: Parall
             write_json(out / INPUTS_FILE, input_fingerprints(config))
     parallel.barrier()
     return out
+
+
+RAFT_DATA = "raft_data.jsonl"
+"""The RAFT examples a run with ``store`` trains on, in its run directory (with a report)."""
+
+
+def build_raft_examples_into(
+    config: TrainConfig, folder: Path, log: Callable[[str], None]
+) -> TrainConfig:
+    """Build the RAFT examples of a run with ``store`` into ``folder``; the config reading them.
+
+    The examples are built over the store from the question file ``data.path`` with the prompts
+    ``rag ask`` builds (``tuneforge.rag.raft.build_raft_data``), before anything else loads, so
+    a bad question line or a source missing from the store fails first. ``folder`` gets
+    ``RAFT_DATA`` and its ``.report.json``.
+
+    Returns:
+        ``config`` with ``data`` reading the examples (``messages`` format).
+
+    Raises:
+        DataError: an invalid question file, a source the store lacks, or no example built.
+        StoreError: ``store`` holds no store.
+    """
+    from tuneforge.rag.raft import build_raft_data
+
+    path = folder / RAFT_DATA
+    report = build_raft_data(config.data.path, config.store, path, config.raft)
+    log(report.summary())
+    return replace(config, data=replace(config.data, path=str(path), format="messages"))
 
 
 def seed_everything(seed: int) -> None:
@@ -260,8 +292,13 @@ def _train(
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
     # The data first (read, validated, tokenized): its errors come before the model loads.
-    tokenizer = load_tokenizer(resolve_folder(config.model, home=home, progress=config.progress))
-    data = build_training_data(config, tokenizer, log)
+    with tempfile.TemporaryDirectory() as tmp:
+        read_from = build_raft_examples_into(config, Path(tmp), log) if config.store else config
+        tokenizer = load_tokenizer(
+            resolve_folder(config.model, home=home, progress=config.progress)
+        )
+        data = build_training_data(read_from, tokenizer, log)
+        raft_files = {path.name: path.read_text("utf-8") for path in Path(tmp).iterdir()}
     if resume_point is not None:
         check_extension(resume_point, total_steps(config, data, parallel.world_size))
     prepared = prepare_model(config, device, home=home, tokenizer=tokenizer)
@@ -284,6 +321,9 @@ def _train(
     wrap_model(prepared.model, parallel, device)
     resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
     run_dir = prepare_run_dir(config, resolved, parallel)
+    if parallel.is_main:
+        for name, contents in raft_files.items():
+            write_text(run_dir / name, contents)
     # The same dropout stream whatever loading consumed; each rank its own.
     seed_everything(config.seed + parallel.rank)
     started = time.time()
@@ -299,6 +339,10 @@ def _train(
     output_dir = save_final(
         config, prepared.model, prepared.tokenizer, run_dir, parallel, identity=identity
     )
+    if config.store and parallel.is_main:
+        from tuneforge.rag.raft import write_prompt_record
+
+        write_prompt_record(output_dir, config.raft, config.store)
     summary = {
         "method": config.method,
         "model": config.model,
