@@ -254,13 +254,13 @@ class JsonSchemaCompiler:
             raise SchemaError(f"the JSON schema cannot be compiled: {err}") from None
         failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
         if failed:
-            raise SchemaError(f"the JSON schema cannot be compiled: {_first_line(messages[0])}")
+            raise SchemaError(f"the JSON schema cannot be compiled: {_one_line(messages[0])}")
         for warning in messages:
             log.warning("JSON schema: %s", warning)
         prototype = LLMatcher(tokenizer, grammar, log_level=0)
         if prototype.is_error():
             raise SchemaError(
-                f"the JSON schema cannot be compiled: {_first_line(prototype.get_error())}"
+                f"the JSON schema cannot be compiled: {_one_line(prototype.get_error())}"
             )
         return JsonGrammar(schema, prototype, self.vocab_size, self.stop_ids)
 
@@ -280,5 +280,6 @@ class JsonSchemaCompiler:
             return self._engine_tokenizer
 
 
-def _first_line(message: str) -> str:
-    return message.strip().splitlines()[0] if message.strip() else "unknown error"
+def _one_line(message: str) -> str:
+    """The engine's message on one line (a regex error spans several: text, caret, reason)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip()) or "no reason"
