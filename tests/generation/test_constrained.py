@@ -25,6 +25,7 @@ from tuneforge.generation import (
     generate_rows,
     prompt_ids,
     read_json_schema,
+    validate_json_schema,
 )
 
 ORDER = {
@@ -262,7 +263,7 @@ def test_row_processor_protocol_and_error_state(lm, compiler):
 
 
 def test_head_wider_than_the_tokenizer_masks_the_padding(lm):
-    model, tokenizer = lm
+    _, tokenizer = lm
     compiler = JsonSchemaCompiler(tokenizer, len(tokenizer) + 32, [tokenizer.eos_token_id])
     processor = compiler.compile(ORDER).row_processor()
     masked = processor([], torch.zeros(len(tokenizer) + 32))
@@ -295,6 +296,10 @@ def test_schemas_the_engine_cannot_enforce_are_refused_by_name(compiler, schema,
     with pytest.raises(SchemaError) as err:
         compiler.compile(schema)
     assert message in str(err.value)
+    if "not JSON data" not in message:  # the same verdict without a model, before one loads
+        with pytest.raises(SchemaError) as early:
+            validate_json_schema(schema)
+        assert str(early.value) == str(err.value)
 
 
 def test_read_json_schema_errors_name_the_file(tmp_path):

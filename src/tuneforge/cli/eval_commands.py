@@ -92,7 +92,12 @@ def register(subparsers) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from tuneforge.errors import ConfigError, DataError
     from tuneforge.evaluate.runner import evaluate, format_table, load_eval_data
-    from tuneforge.generation import GenerationSettings, JsonSchemaCompiler, read_json_schema
+    from tuneforge.generation import (
+        GenerationSettings,
+        JsonSchemaCompiler,
+        read_json_schema,
+        validate_json_schema,
+    )
     from tuneforge.models import load_model
 
     if args.json_schema and args.store:
@@ -104,6 +109,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.limit:
         data = data[: args.limit]
     constraint = read_json_schema(args.json_schema) if args.json_schema else None
+    if constraint is not None:
+        validate_json_schema(constraint)  # before the model loads
     schema = constraint
     if args.schema:
         try:

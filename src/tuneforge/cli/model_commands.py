@@ -80,11 +80,14 @@ def add_json_options(parser: argparse.ArgumentParser) -> None:
 
 
 def schema_from_options(args: argparse.Namespace) -> dict | None:
-    """The schema ``--json-schema``/``--json`` ask replies to follow (None: free text)."""
-    from tuneforge.generation import ANY_JSON_OBJECT, read_json_schema
+    """The schema ``--json-schema``/``--json`` ask replies to follow (None: free text),
+    checked before any model loads."""
+    from tuneforge.generation import ANY_JSON_OBJECT, read_json_schema, validate_json_schema
 
     if args.json_schema:
-        return read_json_schema(args.json_schema)
+        schema = read_json_schema(args.json_schema)
+        validate_json_schema(schema)
+        return schema
     return dict(ANY_JSON_OBJECT) if args.json else None
 
 

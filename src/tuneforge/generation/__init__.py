@@ -14,6 +14,7 @@ from tuneforge.generation.constrained import (
     JsonSchemaCompiler,
     SchemaError,
     read_json_schema,
+    validate_json_schema,
 )
 from tuneforge.generation.decoding import (
     GrammarProcessor,
@@ -43,4 +44,5 @@ __all__ = [
     "group_rows",
     "prompt_ids",
     "read_json_schema",
+    "validate_json_schema",
 ]

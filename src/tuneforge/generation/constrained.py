@@ -73,13 +73,21 @@ def read_json_schema(path: Path | str) -> dict:
     return schema
 
 
-def check_schema(schema: Mapping) -> None:
-    """Check ``schema`` against the JSON Schema meta-schema (its ``$schema``, else 2020-12).
+def validate_json_schema(schema: Mapping) -> str:
+    """Check that ``schema`` can be enforced, without a model (microseconds).
+
+    First against the JSON Schema meta-schema (its ``$schema``, else draft 2020-12), then by
+    the grammar engine: a keyword it does not implement, a reference to nothing or an
+    unsatisfiable schema is refused here, before any model loads.
+
+    Returns:
+        the engine's grammar for ``schema`` (compact JSON format, ``JSON_FORMAT``).
 
     Raises:
         SchemaError: naming the first problem and where it is (``properties/a/type: ...``).
     """
     from jsonschema import exceptions, validators
+    from llguidance import LLMatcher
 
     try:
         validator = validators.validator_for(schema, default=validators.Draft202012Validator)
@@ -87,6 +95,16 @@ def check_schema(schema: Mapping) -> None:
     except exceptions.SchemaError as err:
         where = "/".join(str(part) for part in err.absolute_path) or "(root)"
         raise SchemaError(f"invalid JSON schema at {where}: {err.message}") from None
+    try:
+        grammar = LLMatcher.grammar_from_json_schema(dict(schema), defaults=JSON_FORMAT)
+    except ValueError as err:
+        raise SchemaError(f"the JSON schema cannot be compiled: {_one_line(str(err))}") from None
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed:
+        raise SchemaError(f"the JSON schema cannot be compiled: {_one_line(messages[0])}")
+    for warning in messages:
+        log.warning("JSON schema: %s", _one_line(warning))
+    return grammar
 
 
 class JsonRowProcessor:
@@ -236,28 +254,17 @@ class JsonSchemaCompiler:
             if grammar is not None:
                 self._cache.move_to_end(key)
                 return grammar
-        check_schema(schema)
-        grammar = self._compile(schema)
+        grammar = self._compile(schema, validate_json_schema(schema))
         with self._lock:
             self._cache[key] = grammar
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return grammar
 
-    def _compile(self, schema: dict) -> JsonGrammar:
+    def _compile(self, schema: dict, grammar: str) -> JsonGrammar:
         from llguidance import LLMatcher
 
-        tokenizer = self._tokenizer_for_engine()
-        try:
-            grammar = LLMatcher.grammar_from_json_schema(schema, defaults=JSON_FORMAT)
-        except ValueError as err:
-            raise SchemaError(f"the JSON schema cannot be compiled: {err}") from None
-        failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
-        if failed:
-            raise SchemaError(f"the JSON schema cannot be compiled: {_one_line(messages[0])}")
-        for warning in messages:
-            log.warning("JSON schema: %s", warning)
-        prototype = LLMatcher(tokenizer, grammar, log_level=0)
+        prototype = LLMatcher(self._tokenizer_for_engine(), grammar, log_level=0)
         if prototype.is_error():
             raise SchemaError(
                 f"the JSON schema cannot be compiled: {_one_line(prototype.get_error())}"
