@@ -233,6 +233,15 @@ def test_neutral_and_ignored_fields_are_accepted_and_change_nothing(server):
         extra_body={"safety_identifier": "s", "prompt_cache_key": "k"},
     )
     assert noisy.choices[0].message.content == plain.choices[0].message.content
+    # The assistant message as an OpenAI server returns it (refusal, annotations, tool_calls
+    # null) goes back into the history unchanged.
+    history = [
+        *MESSAGES[0],
+        {"role": "assistant", "content": "ok", "refusal": None, "annotations": [],
+         "audio": None, "function_call": None, "tool_calls": None},
+        {"role": "user", "content": "again"},
+    ]  # fmt: skip
+    assert chat(client, messages=history, max_tokens=2).usage.completion_tokens >= 1
     text = client.completions.create(
         model=BASE_NAME, prompt="Hi", max_tokens=4, temperature=0, echo=False, best_of=1, user="u"
     )

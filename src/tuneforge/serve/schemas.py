@@ -95,8 +95,10 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One chat turn. ``name``, ``tool_call_id`` and ``refusal`` are accepted and ignored (the
-    chat template has no place for them); a turn carrying tool calls or audio is refused."""
+    """One chat turn. ``name``, ``tool_call_id``, ``refusal`` and ``annotations`` are accepted
+    and ignored (the chat template has no place for them; an assistant message a client got
+    from a server and sends back carries some); a turn carrying tool calls or audio is
+    refused."""
 
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -104,6 +106,7 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
+    annotations: list | None = None
     tool_calls: list | None = None
     function_call: dict | None = None
     audio: dict | None = None
