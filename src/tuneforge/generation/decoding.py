@@ -77,7 +77,9 @@ class Row:
             thread that decodes.
         cancelled: set when the client went away; the row then stops at the next token.
         logits_processor: called before each new token of this row with its new token ids so
-            far and its scores (shape ``[vocab]``); returns the scores to pick from.
+            far and its scores (shape ``[vocab]``); returns the scores to pick from. A
+            ``GrammarProcessor`` (e.g. ``JsonGrammar.row_processor()``) also decides the
+            row's finish reason.
     """
 
     prompt_ids: list[int]
