@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tuneforge.cli.options import HelpFormatter, add_model_options
+from tuneforge.cli.options import HelpFormatter, add_model_options, load_model_from_options
 
 METRIC_CHOICES = (
     "perplexity",
@@ -92,13 +92,7 @@ def register(subparsers) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from tuneforge.errors import ConfigError, DataError
     from tuneforge.evaluate.runner import evaluate, format_table, load_eval_data
-    from tuneforge.generation import (
-        GenerationSettings,
-        JsonSchemaCompiler,
-        read_json_schema,
-        validate_json_schema,
-    )
-    from tuneforge.models import load_model
+    from tuneforge.generation import GenerationSettings, read_json_schema, validate_json_schema
 
     if args.json_schema and args.store:
         raise ConfigError(
@@ -117,12 +111,7 @@ def run_eval(args: argparse.Namespace) -> int:
             schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{args.schema}: cannot read the JSON schema ({err})") from err
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    model = loaded.model
-    if args.adapter:
-        from tuneforge.adapters import attach_adapter
-
-        model = attach_adapter(model, args.adapter)
+    model, tokenizer, _ = load_model_from_options(args)  # the base the adapter was trained on
     store = None
     if args.store:
         from tuneforge.rag import RagStore
@@ -131,11 +120,12 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
     responder = None
     if constraint is not None:
-        grammar = JsonSchemaCompiler.for_model(model, loaded.tokenizer).compile(constraint)
-        responder = _constrained_responder(model, loaded.tokenizer, grammar, settings)
+        from tuneforge.evaluate.constrained import constrained_responder
+
+        responder = constrained_responder(model, tokenizer, constraint, settings)
     result = evaluate(
         model,
-        loaded.tokenizer,
+        tokenizer,
         data,
         args.metric,
         store,
@@ -151,29 +141,6 @@ def run_eval(args: argparse.Namespace) -> int:
         write_json(Path(args.out), result.to_dict())
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
-
-
-def _constrained_responder(model, tokenizer, grammar, settings):
-    """``evaluate.runner.plain_responder`` with every reply decoded under ``grammar`` (its own
-    matcher per item); a reply cut before its JSON closed is scored as it is (invalid)."""
-    import time
-
-    from tuneforge.evaluate.runner import QA_SYSTEM_PROMPT, Response
-    from tuneforge.generation import chat_messages, generate
-    from tuneforge.rag.replies import is_refusal
-
-    def respond(item: dict) -> Response:
-        start = time.perf_counter()
-        messages = chat_messages(
-            item["prompt"], item.get("system") or QA_SYSTEM_PROMPT, item.get("history") or None
-        )
-        reply = generate(
-            model, tokenizer, messages, settings, logits_processor=grammar.row_processor()
-        )
-        text = reply.text.strip()
-        return Response(text, time.perf_counter() - start, refused=is_refusal(text))
-
-    return respond
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from tuneforge.cli.options import (
     HelpFormatter,
     add_model_options,
     add_sampling_options,
+    base_note,
     load_model_from_options,
     parse_adapter_specs,
     settings_from_options,
@@ -157,11 +158,14 @@ def generate_side_by_side(
 
     With ``schema`` every row gets its own matcher of the same grammar.
     """
-    from tuneforge.adapters import AdapterRegistry
+    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
     from tuneforge.generation import JsonSchemaCompiler, Row, chat_messages, prompt_ids
-    from tuneforge.models import load_model
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_base_for_adapters(
+        args.model, adapters.values(), dtype=args.dtype, device=args.device
+    )
+    if not args.quiet:
+        print(f"adapters {base_note(loaded)}", file=sys.stderr)
     registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in adapters.items():
         registry.load(name, folder)
