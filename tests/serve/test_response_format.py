@@ -147,6 +147,10 @@ def test_response_format_text_is_free_decoding(server):
          "invalid_json_schema", "response_format.json_schema.schema", "minimum (3) is greater than maximum (1)"),
         ({"type": "json_schema", "json_schema": {"name": "x"}},
          "invalid_request", "response_format.json_schema.schema", "Field required"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": ["not", "an", "object"]}},
+         "invalid_request", "response_format.json_schema.schema", "valid dictionary"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/none"}}},
+         "invalid_json_schema", "response_format.json_schema.schema", "cannot be compiled"),
         ({"type": "json_schema"}, "invalid_request", "response_format", "needs a 'json_schema' object"),
         ({"type": "json_object", "json_schema": {"name": "x", "schema": {}}},
          "invalid_request", "response_format", "goes with type 'json_schema'"),
@@ -166,11 +170,18 @@ def test_bad_response_format_is_a_400_naming_the_problem(
             "POST", path, {"model": BASE_NAME, "response_format": response_format, **body}
         )
         assert status == 400, text
-        error = error_of(text)
-        assert (error["code"], error["param"]) == (code, param)
+        error = error_of(text)  # OpenAI's shape: {"error": {message, type, param, code}}
+        assert set(error) == {"message", "type", "param", "code"}
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error",
+            code,
+            param,
+        )
         assert message in error["message"]
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as raised:
         chat(server.client(), response_format=response_format)
+    assert raised.value.status_code == 400
+    assert (raised.value.code, raised.value.param) == (code, param)
 
 
 @pytest.mark.parametrize(
