@@ -164,7 +164,9 @@ def test_bad_response_format_is_a_400_naming_the_problem(
 ):
     for path, body in (
         ("/v1/chat/completions", {"messages": MESSAGES[0]}),
+        ("/v1/chat/completions", {"messages": MESSAGES[0], "stream": True}),
         ("/v1/completions", {"prompt": "Order: "}),
+        ("/v1/completions", {"prompt": "Order: ", "stream": True}),
     ):
         status, text = server.http(
             "POST", path, {"model": BASE_NAME, "response_format": response_format, **body}
