@@ -16,7 +16,9 @@ padding and sets the positions. Everything else is per row:
   holding back an incomplete UTF-8 character or a possible prefix of a stop string;
 - **logits processor**: ``Row.logits_processor`` sees the row's new token ids so far and its
   next-token scores, and returns the scores to sample from (masking tokens a grammar forbids,
-  for example), so constrained and free rows share a batch.
+  for example), so constrained and free rows share a batch. A processor that is a grammar
+  (``GrammarProcessor``: it has ``is_complete``) decides the row's finish reason: ``"stop"``
+  only when its reply is complete, ``"length"`` (truncated) otherwise.
 
 Which rows may share a call (``group_rows``): all greedy rows together (greedy decoding of a
 row does not depend on the others; a test checks batched equals alone); sampled rows without a
@@ -30,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from transformers import (
@@ -47,6 +50,20 @@ from tuneforge.generation.settings import GenerationSettings, Reply, sampling_kw
 RowLogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
+@runtime_checkable
+class GrammarProcessor(Protocol):
+    """A ``RowLogitsProcessor`` that knows when its row's reply is complete (a grammar).
+
+    ``is_complete(new_ids)`` gets the row's whole reply as token ids once it has finished; the
+    row's ``finish_reason`` is then ``"stop"`` if it is complete, ``"length"`` if not (cut by
+    ``max_new_tokens`` or a stop string before the grammar was satisfied).
+    """
+
+    def __call__(self, new_ids: list[int], scores: torch.Tensor) -> torch.Tensor: ...
+
+    def is_complete(self, new_ids: list[int]) -> bool: ...
+
+
 @dataclass
 class Row:
     """One request to decode.
@@ -60,7 +77,9 @@ class Row:
             thread that decodes.
         cancelled: set when the client went away; the row then stops at the next token.
         logits_processor: called before each new token of this row with its new token ids so
-            far and its scores (shape ``[vocab]``); returns the scores to pick from.
+            far and its scores (shape ``[vocab]``); returns the scores to pick from. A
+            ``GrammarProcessor`` (e.g. ``JsonGrammar.row_processor()``) also decides the
+            row's finish reason.
     """
 
     prompt_ids: list[int]
@@ -176,12 +195,16 @@ class _RowTracker(StoppingCriteria):
 
     def reply(self, index: int, seconds: float) -> Reply:
         """Row ``index``'s reply (call after ``close``)."""
+        finish = "stop" if self.finish[index] == "stop" else "length"
+        grammar = self.rows[index].logits_processor
+        if isinstance(grammar, GrammarProcessor) and self.finish[index] != "cancelled":
+            finish = "stop" if grammar.is_complete(self.new_ids[index]) else "length"
         return Reply(
             text=self.texts[index] or "",
             prompt_tokens=len(self.rows[index].prompt_ids),
             completion_tokens=len(self.new_ids[index]),
             seconds=seconds,
-            finish_reason="stop" if self.finish[index] == "stop" else "length",
+            finish_reason=finish,
         )
 
 
@@ -280,6 +303,7 @@ def generate(
     messages: list[dict],
     settings: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
+    logits_processor: RowLogitsProcessor | None = None,
 ) -> Reply:
     """Generate the assistant's reply to ``messages`` (a one-row ``generate_rows``).
 
@@ -290,6 +314,13 @@ def generate(
         settings: sampling settings (default: greedy, 256 new tokens).
         on_text: called with each new piece of text as it is generated (streaming); the pieces
             join to the reply's text.
+        logits_processor: the row's ``Row.logits_processor`` (e.g. a JSON schema's
+            ``JsonGrammar.row_processor()``); None decodes freely.
     """
-    row = Row(prompt_ids(tokenizer, messages), settings or GenerationSettings(), on_text=on_text)
+    row = Row(
+        prompt_ids(tokenizer, messages),
+        settings or GenerationSettings(),
+        on_text=on_text,
+        logits_processor=logits_processor,
+    )
     return generate_rows(model, tokenizer, [row])[0]

@@ -6,12 +6,18 @@ Usage counts are tokenizer counts: the prompt after the chat template (chat) or 
 Templating and tokenizing run in a worker thread: a prompt of megabytes takes seconds to
 tokenize, and the event loop keeps answering other requests (``/health`` too) meanwhile. A
 request whose client goes away stops its row, streamed or not.
+
+``response_format`` (``json_object`` or ``json_schema``) compiles the schema (cached, in a worker
+thread; one that cannot be compiled is a 400 naming the problem) and gives the request's row its
+own matcher (``tuneforge.generation.constrained``): the reply is JSON following the schema, or,
+cut by ``max_tokens`` first, ``finish_reason: "length"``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +27,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from tuneforge.errors import ConfigError
-from tuneforge.generation import GenerationSettings, Reply, Row, prompt_ids
+from tuneforge.generation import (
+    GenerationSettings,
+    JsonGrammar,
+    JsonSchemaCompiler,
+    Reply,
+    Row,
+    SchemaError,
+    prompt_ids,
+)
 from tuneforge.rag.raft import trained_prompt
 from tuneforge.rag.replies import REFUSAL
 from tuneforge.serve.engine import (
@@ -52,6 +66,8 @@ DEFAULT_COMPLETION_MAX_TOKENS = 16
 # in /metrics only, as nobody is left to read it.
 CLIENT_CLOSED_REQUEST = 499
 GENERATION_FAILED = "generation failed; the server's log has the details"
+# Guards the one-time creation of the app's JSON-schema compiler (``json_compiler``).
+_COMPILER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -135,6 +151,63 @@ def sampling_settings(
         )
     except ConfigError as err:
         raise ApiError(400, str(err), code="invalid_request") from err
+
+
+def json_compiler(state) -> JsonSchemaCompiler:
+    """The app's JSON-schema compiler (``app.state.json_compiler``), made on first use."""
+    with _COMPILER_LOCK:
+        compiler = getattr(state, "json_compiler", None)
+        if compiler is None:
+            registry = state.engine.registry
+            compiler = JsonSchemaCompiler.for_model(registry.model, registry.tokenizer)
+            state.json_compiler = compiler
+        return compiler
+
+
+async def response_grammar(state, body: SamplingFields) -> JsonGrammar | None:
+    """The grammar the request's ``response_format`` asks for (None: free text).
+
+    Compiled in a worker thread (the first one converts the tokenizer, about 1 s), then cached.
+
+    Raises:
+        ApiError: 400 ``invalid_json_schema`` naming the problem when the schema cannot be
+            compiled; 400 ``invalid_request`` when ``stop`` or ``rag`` come with it.
+    """
+    schema = body.constraint()
+    if schema is None:
+        return None
+    if body.stop_list():
+        raise ApiError(
+            400,
+            "stop cannot be combined with a JSON response_format: a stop string would cut the "
+            "JSON; the reply ends when the JSON is complete",
+            code="invalid_request",
+            param="stop",
+        )
+    if getattr(body, "rag", None) is not None:
+        raise ApiError(
+            400,
+            "rag cannot be combined with a JSON response_format: with no relevant source the "
+            "answer is the refusal text, which is not JSON",
+            code="invalid_request",
+            param="rag",
+        )
+    compiler = await asyncio.to_thread(json_compiler, state)
+    try:
+        return await asyncio.to_thread(compiler.compile, schema)
+    except SchemaError as err:
+        raise ApiError(
+            400,
+            f"response_format.json_schema.schema: {err}",
+            code="invalid_json_schema",
+            param="response_format.json_schema.schema",
+        ) from None
+
+
+def _row(ids: list[int], settings: GenerationSettings, adapter, grammar: JsonGrammar | None):
+    """The request's row; with a grammar, the row gets its own matcher."""
+    processor = None if grammar is None else grammar.row_processor()
+    return Row(prompt_ids=ids, settings=settings, adapter=adapter, logits_processor=processor)
 
 
 def _submit(engine: Engine, job: Job):
@@ -307,6 +380,7 @@ def build_router() -> APIRouter:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         state = request.app.state
         adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
+        grammar = await response_grammar(state, body)
         messages = [message.as_template_dict() for message in body.messages]
         sources = None
         if body.rag is not None:
@@ -347,7 +421,7 @@ def build_router() -> APIRouter:
         job = Job(
             kind="chat",
             model=body.model,
-            row=Row(prompt_ids=ids, settings=settings, adapter=adapter),
+            row=_row(ids, settings, adapter, grammar),
             stream=body.stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             sources=sources,
@@ -358,6 +432,7 @@ def build_router() -> APIRouter:
     async def completions(body: CompletionRequest, request: Request):
         state = request.app.state
         adapter = resolve_adapter(state.engine, state.settings.model_name, body.model)
+        grammar = await response_grammar(state, body)
         tokenizer = state.engine.registry.tokenizer
         ids = (await asyncio.to_thread(tokenizer, body.prompt_text()))["input_ids"]
         if not ids:
@@ -368,7 +443,7 @@ def build_router() -> APIRouter:
         job = Job(
             kind="text",
             model=body.model,
-            row=Row(prompt_ids=ids, settings=settings, adapter=adapter),
+            row=_row(ids, settings, adapter, grammar),
             stream=body.stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
