@@ -149,15 +149,21 @@ def step_compare(out: Path, device: str, budget: str) -> None:
     from tuneforge.evaluate import compare, write_report
     from tuneforge.evaluate.recommendation import recommendation
     from tuneforge.evaluate.report import classic_table
-    from tuneforge.evaluate.results import ARMS
 
-    _banner(f"5. compare base / RAG / fine-tuned / both / RAFT+RAG ({budget} budget)")
+    _banner(
+        f"5. compare base / RAG / fine-tuned / both / RAFT+RAG / constrained decoding "
+        f"({budget} budget)"
+    )
     comparison = compare(out / "compare", budget=budget, device=device)
     md_path, html_path = write_report(comparison, out / "compare")
-    print(f"\n{'':<40}" + "".join(f"{arm:>16}" for arm in ARMS))
+    arms = comparison.arm_names
+    widths = [max(len(arm), 8) + 2 for arm in arms]
+    print(f"\n{'':<40}" + "".join(f"{arm:>{w}}" for arm, w in zip(arms, widths, strict=True)))
     for row in classic_table(comparison):
         # the rate without its interval and the row without its metric here; report.md has both
-        cells = "".join(f"{cell.split(' [')[0]:>16}" for cell in row.cells)
+        cells = "".join(
+            f"{cell.split(' [')[0]:>{w}}" for cell, w in zip(row.cells, widths, strict=True)
+        )
         print(f"{row.label.split(' (')[0][:39]:<40}{cells}")
     print(f"\n{recommendation(comparison)}")
     print(f"report: {md_path} and {html_path} (every rate with its 95% interval)")

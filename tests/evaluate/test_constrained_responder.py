@@ -4,13 +4,15 @@ constrained" (and ``eval --json-schema``) score replies decoded under the task's
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
+from eval_fixed_numbers import fixed_comparison, with_rate
 
 from tuneforge.evaluate import evaluate
-from tuneforge.evaluate.constrained import constrained_responder, format_note
+from tuneforge.evaluate.constrained import constrained_responder
+from tuneforge.evaluate.recommendation import recommendation
+from tuneforge.evaluate.results import ArmResult
 from tuneforge.evaluate.runner import plain_responder
 from tuneforge.generation import (
     GenerationSettings,
@@ -120,42 +122,61 @@ def test_a_schema_the_engine_cannot_enforce_fails_before_any_item(models):
         constrained_responder(base, tokenizer, {"type": "array", "uniqueItems": True})
 
 
-def numbers(table: dict):
-    """``Comparison.metric`` over ``{(arm, metric): value}`` for the json task."""
-
-    def metric(arm: str, task: str, name: str) -> float:
-        return table.get((arm, name), math.nan) if task == "json" else math.nan
-
-    return metric
+GIVEN = (
+    "format: constrained decoding gives the base 100% [94–100%] schema-valid replies (the "
+    "fine-tune alone 90% [80–95%])"
+)
 
 
-BASE_CONSTRAINED = {
-    ("base+constrained", "schema_valid"): 1.0,
-    ("base+constrained", "field_accuracy"): 0.6,
-    ("base+constrained", "latency_mean_s"): 1.5,
-}
+def constrained_comparison(base_fields: float, tuned_fields: dict[str, float], n: int = 60):
+    """The fixed comparison plus the constrained arms on the json task (field accuracy over
+    ``n`` items, schema validity 100% for the constrained ones)."""
+    comparison = fixed_comparison()
+    for arm in ("base+constrained", "fine-tuned+constrained"):
+        comparison.arms.append(ArmResult(arm, "json", {}, [], "held-out", {}))
+    with_rate(comparison, "base+constrained", "json", "schema_valid", 1.0, n)
+    with_rate(comparison, "base+constrained", "json", "field_accuracy", base_fields, n)
+    for arm, fields in tuned_fields.items():
+        with_rate(comparison, arm, "json", "field_accuracy", fields, n)
+    return comparison
 
 
 @pytest.mark.parametrize(
-    ("tuned", "expected"),
+    ("base_fields", "tuned", "expected"),
     [
-        ({("fine-tuned", "field_accuracy"): 0.9, ("fine-tuned", "latency_mean_s"): 1.2},
-         "fine-tune for the content, not the format (base+constrained 100% schema-valid, 60% "
-         "field accuracy, 1.50 s/reply; fine-tuned 90% field accuracy, 1.20 s/reply)"),
-        ({("fine-tuned", "field_accuracy"): 0.62, ("fine-tuned+constrained", "field_accuracy"): 0.5},
-         "no need to fine-tune for format (base+constrained 100% schema-valid, 60% field "
-         "accuracy, 1.50 s/reply; fine-tuned 62% field accuracy, latency n/a)"),
-        ({("fine-tuned", "field_accuracy"): 0.2, ("fine-tuned+constrained", "field_accuracy"): 0.7,
-          ("fine-tuned+constrained", "latency_mean_s"): 2.0},
-         "fine-tune for the content, not the format (base+constrained 100% schema-valid, 60% "
-         "field accuracy, 1.50 s/reply; fine-tuned+constrained 70% field accuracy, 2.00 s/reply)"),
-        ({}, "format by constrained decoding, no fine-tuning measured (base+constrained 100% "
-         "schema-valid, 60% field accuracy, 1.50 s/reply)"),
+        (0.55, {"fine-tuned": 0.85, "fine-tuned+constrained": 0.83},
+         GIVEN + "; fine-tune for the content (fine-tuned 85% [74–92%] field accuracy vs "
+         "base+constrained 55% [42–67%])"),
+        (0.90, {"fine-tuned": 0.40, "fine-tuned+constrained": 0.50},
+         "format: no need to fine-tune: constrained decoding gives the base 100% [94–100%] "
+         "schema-valid replies (the fine-tune alone 90% [80–95%]), and its fields are more "
+         "accurate (base+constrained 90% [80–95%] vs fine-tuned+constrained 50% [38–62%] field "
+         "accuracy)"),
+        (0.60, {"fine-tuned": 0.65},
+         GIVEN + "; the fields' content: too few questions to tell fine-tuned 65% [52–76%] from "
+         "base+constrained 60% [47–71%]"),
+        (0.60, {}, GIVEN + "; no fine-tune measured"),
     ],
 )  # fmt: skip
-def test_format_note_says_whether_fine_tuning_beats_constrained_decoding(tuned, expected):
-    assert format_note(numbers({**BASE_CONSTRAINED, **tuned})) == expected
+def test_recommendation_weighs_fine_tuning_against_constrained_decoding(
+    base_fields, tuned, expected
+):
+    """Schema validity being given by the grammar, the report names fine-tuning for format
+    only where its field accuracy's interval clears the constrained base's."""
+    line = recommendation(constrained_comparison(base_fields, tuned))
+    assert expected in line
 
 
-def test_format_note_is_none_without_the_constrained_arms():
-    assert format_note(numbers({("fine-tuned", "field_accuracy"): 0.9})) is None
+def test_recommendation_says_nothing_of_constrained_decoding_when_not_measured():
+    assert "constrained" not in recommendation(fixed_comparison())
+
+
+def test_the_report_has_constrained_columns_only_where_they_ran():
+    from tuneforge.evaluate.report import classic_table, render_markdown
+
+    assert "base+constrained" not in render_markdown(fixed_comparison())
+    comparison = constrained_comparison(0.55, {"fine-tuned+constrained": 0.83})
+    assert comparison.arm_names[-2:] == ("base+constrained", "fine-tuned+constrained")
+    form = next(row for row in classic_table(comparison) if row.label.startswith("Teaching"))
+    assert form.cells[-2:] == ["100% [94–100%]", "n/a"]  # schema_valid of the tuned one not set
+    assert "| base+constrained | fine-tuned+constrained | best |" in render_markdown(comparison)

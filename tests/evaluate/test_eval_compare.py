@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -94,6 +95,8 @@ def test_arm_and_task_tables_name_each_once():
         "fine-tuned",
         "fine-tuned+rag",
         "raft+rag",
+        "base+constrained",
+        "fine-tuned+constrained",
     ]
     assert list(ARMS) == [arm.name for arm in COMPARE_ARMS]
     assert [task.name for task in COMPARE_TASKS] == ["knowledge", "json", "combined"]
@@ -101,9 +104,10 @@ def test_arm_and_task_tables_name_each_once():
         for arm in arms_for(task):
             assert arm.adapter is None or arm.adapter in task.adapters
         resolve_prompt_format(task.prompt_format)  # a known format
-    # The form task has no RAFT fine-tune: its arm is skipped there.
-    assert [arm.name for arm in arms_for(COMPARE_TASKS[1])] == list(ARMS[:4])
-    assert [arm.name for arm in arms_for(COMPARE_TASKS[2])] == list(ARMS)
+    # The form task has no RAFT fine-tune: its arm is skipped there; only the form task (its
+    # replies follow a JSON schema) runs the constrained arms.
+    assert [arm.name for arm in arms_for(COMPARE_TASKS[1])] == [*ARMS[:4], *ARMS[5:]]
+    assert [arm.name for arm in arms_for(COMPARE_TASKS[2])] == list(ARMS[:5])
     # An arm whose fine-tune a task does not provide is skipped for that task.
     bare = replace(COMPARE_TASKS[0], adapters={})
     assert [arm.name for arm in arms_for(bare)] == ["base", "base+rag"]
@@ -122,8 +126,8 @@ class _FixedStore:
 def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeypatch):
     asked = []  # (model, messages) per generation
 
-    def fake_generate(model, tokenizer, messages, settings=None, on_text=None):
-        asked.append((model, messages))
+    def fake_generate(model, tokenizer, messages, settings=None, on_text=None, **grammar):
+        asked.append((model, messages, grammar.get("logits_processor")))
         if messages[-1]["content"] == "A lamp":
             text = '{"item": "lamp"}'
         elif sourced_answers.SYSTEM_PROMPT in messages[0]["content"]:
@@ -133,7 +137,19 @@ def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeyp
             text = "5 [1]"
         return Reply(text, 10, 2, 0.01, "stop")
 
+    class FakeCompiler:  # the grammar the constrained arms decode under, by model
+        def __init__(self, model):
+            self.model = model
+
+        def compile(self, schema):
+            return SimpleNamespace(
+                row_processor=lambda: ("grammar", self.model, schema["required"])
+            )
+
     monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
+    monkeypatch.setattr(
+        "tuneforge.generation.JsonSchemaCompiler.for_model", lambda model, tok: FakeCompiler(model)
+    )
     settings = GenerationSettings(max_new_tokens=4)
     tasks = {task.name: task for task in COMPARE_TASKS}
     question = {"prompt": "How many?", "answer": "5", "source": "1.md", "answerable": True}
@@ -166,8 +182,9 @@ def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeyp
     triples = [(r.arm, r.task, r.split) for r in results]
     fine_tuned = ("fine-tuned", "fine-tuned+rag", "raft+rag")
     expected = []
+    arms = {"knowledge": ARMS[:5], "json": [*ARMS[:4], *ARMS[5:]], "combined": ARMS[:5]}
     for task in ("knowledge", "json", "combined"):
-        for arm in ARMS if task != "json" else ARMS[:4]:
+        for arm in arms[task]:
             expected.append((arm, task, "held-out"))
             if task == "knowledge" and arm in fine_tuned:
                 expected.append((arm, task, "trained"))  # memorised: only with trained items
@@ -179,6 +196,15 @@ def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeyp
     assert by_triple[("raft+rag", "combined", "held-out")][0] == "knowledge-raft"
     assert by_triple[("fine-tuned+rag", "json", "held-out")][0] == "json-lora"
     assert by_triple[("base+rag", "json", "held-out")][0] == "base"
+    # The constrained arms decode under the task's schema, on their own model; no other does.
+    assert by_triple[("base+constrained", "json", "held-out")][2] == ("grammar", "base", ["item"])
+    assert by_triple[("fine-tuned+constrained", "json", "held-out")][0] == "json-lora"
+    assert by_triple[("fine-tuned+constrained", "json", "held-out")][2][1] == "json-lora"
+    assert by_triple[("base+constrained", "json", "held-out")][1][0]["content"] == "Reply in JSON."
+    assert [t for t, (_, _, grammar) in by_triple.items() if grammar] == [
+        ("base+constrained", "json", "held-out"),
+        ("fine-tuned+constrained", "json", "held-out"),
+    ]
     assert by_triple[("raft+rag", "knowledge", "trained")][1][-1]["content"].endswith(
         "Question: How few?"
     )

@@ -7,7 +7,8 @@ training run it names, if any); a task names the training runs its arms use.
 The arms are the levers and their mix: the base model alone, retrieval alone, fine-tuning on
 question/answer pairs (facts in the weights), that fine-tune given retrieved sources, and a
 RAFT fine-tune (:mod:`tuneforge.rag.raft`: trained on the very prompts retrieval builds, to
-read, cite and refuse) given retrieved sources.
+read, cite and refuse) given retrieved sources; and, on the strict-JSON task, the base and its
+fine-tune decoding under the schema (constrained decoding: valid JSON by construction).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ class Arm:
         adapter: the role of the fine-tune it runs on, looked up in :attr:`Task.adapters`
             (None: the base model). A task without that role skips the arm.
         rag: answer with retrieval from the task's store.
+        constrained: decode every reply under the task's JSON schema
+            (:func:`tuneforge.evaluate.constrained.constrained_responder`); only tasks with
+            ``json_schema`` run it.
     """
 
     name: str
     adapter: str | None = None
     rag: bool = False
+    constrained: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Task:
         adapters: adapter role -> the training run (``compare``'s ``runs/<name>``) providing it.
         memorised: also ask the fine-tuned arms questions they were trained on, to report
             memorised (trained) against generalised (held-out) answers.
+        json_schema: the replies follow the task's JSON schema (``TaskInputs.schema``): the
+            constrained arms run on it.
     """
 
     name: str
@@ -62,6 +69,7 @@ class Task:
     plain_system: str | None
     adapters: dict[str, str] = field(default_factory=dict)
     memorised: bool = False
+    json_schema: bool = False
 
     def metrics_for(self, arm: Arm) -> list[str]:
         """The metrics ``arm`` is scored on for this task."""
@@ -74,6 +82,8 @@ COMPARE_ARMS: tuple[Arm, ...] = (
     Arm("fine-tuned", adapter="fine-tuned"),
     Arm("fine-tuned+rag", adapter="fine-tuned", rag=True),
     Arm("raft+rag", adapter="raft", rag=True),
+    Arm("base+constrained", constrained=True),
+    Arm("fine-tuned+constrained", adapter="fine-tuned", constrained=True),
 )
 """The arms, in report order."""
 
@@ -100,6 +110,7 @@ JSON = Task(
     prompt_format="examples",
     plain_system=None,  # the items carry the task's system prompt
     adapters={"fine-tuned": "json-lora"},
+    json_schema=True,
 )
 """A strict-JSON task (the bundled orders, or ``--train``/``--schema``); retrieval shows
 similar training examples as demonstrations."""
@@ -124,5 +135,11 @@ COMPARE_TASKS: tuple[Task, ...] = (KNOWLEDGE, JSON, COMBINED)
 
 
 def arms_for(task: Task) -> list[Arm]:
-    """The arms that run on ``task``: every arm whose adapter role the task provides."""
-    return [arm for arm in COMPARE_ARMS if arm.adapter is None or arm.adapter in task.adapters]
+    """The arms that run on ``task``: every arm whose adapter role the task provides (the
+    constrained ones only on a task with a JSON schema)."""
+    return [
+        arm
+        for arm in COMPARE_ARMS
+        if (arm.adapter is None or arm.adapter in task.adapters)
+        and (not arm.constrained or task.json_schema)
+    ]

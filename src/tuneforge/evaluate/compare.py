@@ -51,6 +51,7 @@ from tuneforge.evaluate.compare_data import (
     read_compare_inputs,
     split_questions,
 )
+from tuneforge.evaluate.constrained import constrained_responder
 from tuneforge.evaluate.results import ArmResult, Comparison, ForgettingRow, LossCurve
 from tuneforge.evaluate.runner import (
     Responder,
@@ -238,8 +239,12 @@ class TaskInputs:
 
 
 def arm_responder(arm: Arm, inputs: TaskInputs, model, tokenizer) -> Responder:
-    """How ``arm`` answers ``inputs``' items: the model alone, or with retrieval in the task's
-    prompt format."""
+    """How ``arm`` answers ``inputs``' items: the model alone, under the task's JSON schema, or
+    with retrieval in the task's prompt format."""
+    if arm.constrained:
+        return constrained_responder(
+            model, tokenizer, inputs.schema, inputs.settings, inputs.task.plain_system
+        )
     if arm.rag:
         return rag_responder(
             model,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 
-from tuneforge.evaluate.results import ARMS, TASKS, Comparison, ForgettingRow, LossCurve
+from tuneforge.evaluate.results import TASKS, Comparison, ForgettingRow, LossCurve
 
 _ARM_COLORS = {
     "base": "#9e9e9e",
@@ -17,6 +17,8 @@ _ARM_COLORS = {
     "fine-tuned": "#ff7f0e",
     "fine-tuned+rag": "#2ca02c",
     "raft+rag": "#9467bd",
+    "base+constrained": "#8c564b",
+    "fine-tuned+constrained": "#d62728",
 }
 
 ARM_METRICS = [
@@ -68,14 +70,14 @@ def plot_arms(comparison: Comparison) -> bytes:
     shown = [
         (t, m, label)
         for t, m, label in ARM_METRICS
-        if any(not math.isnan(comparison.metric(arm, t, m)) for arm in ARMS)
+        if any(not math.isnan(comparison.metric(arm, t, m)) for arm in comparison.arm_names)
     ]
-    tasks = [t for t in TASKS if any(comparison.result(arm, t) for arm in ARMS)]
+    tasks = [t for t in TASKS if any(comparison.result(arm, t) for arm in comparison.arm_names)]
     figure = Figure(figsize=(12, 7.5))
     top, bottom = figure.subplots(2, 1, height_ratios=[3, 2])
-    width = 0.8 / len(ARMS)
-    offset = (len(ARMS) - 1) / 2
-    for index, arm in enumerate(ARMS):
+    width = 0.8 / len(comparison.arm_names)
+    offset = (len(comparison.arm_names) - 1) / 2
+    for index, arm in enumerate(comparison.arm_names):
         values, low, high = [], [], []
         for t, m, _ in shown:
             value = _zero_if_nan(comparison.metric(arm, t, m))
@@ -101,10 +103,10 @@ def plot_arms(comparison: Comparison) -> bytes:
     top.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     top.set_ylabel("fraction of held-out questions")
     top.set_title("The arms per metric, with 95% intervals (↑ higher is better, ↓ lower is better)")
-    top.legend(fontsize=8, ncols=len(ARMS), loc="upper center")
+    top.legend(fontsize=8, ncols=len(comparison.arm_names), loc="upper center")
     top.grid(axis="y", alpha=0.3)
 
-    for index, arm in enumerate(ARMS):
+    for index, arm in enumerate(comparison.arm_names):
         values = [_zero_if_nan(comparison.metric(arm, t, "latency_mean_s")) for t in tasks]
         positions = [i + (index - offset) * width for i in range(len(tasks))]
         bars = bottom.bar(positions, values, width, label=arm, color=_ARM_COLORS[arm])

@@ -23,6 +23,8 @@ LEVERS = {
     "fine-tuned": "fine-tuning",
     "fine-tuned+rag": "fine-tuning plus retrieval",
     "raft+rag": "RAFT fine-tuning plus retrieval",
+    "base+constrained": "constrained decoding",
+    "fine-tuned+constrained": "fine-tuning plus constrained decoding",
 }
 """What each arm stands for in a sentence."""
 
@@ -160,6 +162,42 @@ def _format_part(comparison: Comparison) -> str:
     return f"no need to fine-tune for format ({best.text()} vs {tuned.text()} schema-valid)"
 
 
+def _constrained_part(comparison: Comparison) -> str | None:
+    """With the constrained arms measured: the grammar makes every reply schema-valid, so does
+    fine-tuning still buy field accuracy? base+constrained against the better fine-tuned arm
+    on field accuracy. None when base+constrained was not run."""
+    base = estimate(comparison, "base+constrained", "json", "field_accuracy")
+    valid = estimate(comparison, "base+constrained", "json", "schema_valid")
+    if base is None or valid is None:
+        return None
+    given = f"constrained decoding gives the base {format_rate(valid.value, valid.interval)}"
+    unconstrained = estimate(comparison, "fine-tuned", "json", "schema_valid")
+    if unconstrained is not None:
+        alone = format_rate(unconstrained.value, unconstrained.interval)
+        given += f" schema-valid replies (the fine-tune alone {alone})"
+    else:
+        given += " schema-valid replies"
+    tuned = [
+        e
+        for arm in ("fine-tuned", "fine-tuned+constrained")
+        if (e := estimate(comparison, arm, "json", "field_accuracy"))
+    ]
+    if not tuned:
+        return f"format: {given}; no fine-tune measured"
+    verdict = decide([base, max(tuned, key=lambda e: e.value)])
+    if not verdict.separated:
+        return f"format: {given}; " + too_few(verdict, "the fields' content")
+    if verdict.best.arm == "base+constrained":
+        return (
+            f"format: no need to fine-tune: {given}, and its fields are more accurate "
+            f"({verdict.best.text()} vs {verdict.runner_up.text()} field accuracy)"
+        )
+    return (
+        f"format: {given}; fine-tune for the content ({verdict.best.text()} field accuracy vs "
+        f"{base.text()})"
+    )
+
+
 def _reading_part(comparison: Comparison) -> str:
     """RAFT+RAG against base+RAG on citing the right source and refusing the unanswerable."""
     parts = []
@@ -194,7 +232,8 @@ def recommendation(comparison: Comparison) -> str:
 
     Facts: every arm on contains-answer (knowledge task). Reading sources: RAFT+RAG against
     base+RAG on citation-correct and refusal. Format: the fine-tune against the better untuned
-    arm on schema validity. Both: every arm on correct-and-valid (combined task). Then what the
+    arm on schema validity; then, schema validity given by constrained decoding, base+constrained
+    against the fine-tuned arms on field accuracy. Both: every arm on correct-and-valid (combined task). Then what the
     Q/A fine-tune memorised, and the cost to update a fact. A lever is named only where the
     intervals separate; otherwise the part says the data set is too small and how many
     questions would tell.
@@ -202,7 +241,7 @@ def recommendation(comparison: Comparison) -> str:
     parts = [
         _compare_all(comparison, "knowledge", "contains_answer", "contains-answer", "facts"),
         _reading_part(comparison),
-        _format_part(comparison),
+        _constrained_part(comparison) or _format_part(comparison),
         _compare_all(
             comparison,
             "combined",

@@ -84,7 +84,7 @@ RATE_ROWS = [
 
 
 def _rate_row(comparison: Comparison, label: str, task: str, metric: str, higher: bool):
-    estimates = {arm: estimate(comparison, arm, task, metric) for arm in ARMS}
+    estimates = {arm: estimate(comparison, arm, task, metric) for arm in comparison.arm_names}
     measured = [e for e in estimates.values() if e is not None]
     if not measured:
         return None
@@ -124,14 +124,16 @@ def classic_table(comparison: Comparison) -> list[TableRow]:
     rows.append(
         TableRow(
             "Cost to update one fact (wall seconds) ↓",
-            [_secs(costs[arm]) for arm in ARMS],
+            [_secs(costs[arm]) for arm in comparison.arm_names],
             _best(costs, higher_is_better=False),
         )
     )
-    latency = {arm: comparison.metric(arm, "knowledge", "latency_mean_s") for arm in ARMS}
+    latency = {
+        arm: comparison.metric(arm, "knowledge", "latency_mean_s") for arm in comparison.arm_names
+    }
     base = latency["base"]
     cells = []
-    for arm in ARMS:
+    for arm in comparison.arm_names:
         added = latency[arm] - base
         suffix = "" if arm == "base" or math.isnan(added) else f" ({added:+.2f})"
         cells.append(_secs(latency[arm]) + suffix)
@@ -153,7 +155,7 @@ def memorised_rows(comparison: Comparison) -> list[list[str]]:
     for task in COMPARE_TASKS:
         if not task.memorised:
             continue
-        for arm in ARMS:
+        for arm in comparison.arm_names:
             trained = comparison.result(arm, task.name, "trained")
             held = comparison.result(arm, task.name, "held-out")
             if trained is None or held is None:
@@ -210,7 +212,7 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 def _detail_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Every measured metric per task and split, rates with their 95% intervals, one column per
     arm (counts folded into the label as ``n=``)."""
-    headers = ["task", "questions", "metric", *ARMS]
+    headers = ["task", "questions", "metric", *comparison.arm_names]
     rows = []
     for task in TASKS:
         for split in SPLITS:
@@ -221,12 +223,12 @@ def _detail_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
             for name in names:
                 counts = {
                     int(ci.n)
-                    for arm in ARMS
+                    for arm in comparison.arm_names
                     if (ci := comparison.interval(arm, task, name, split)) is not None
                 }
                 label = f"{name} (n={counts.pop()})" if len(counts) == 1 else name
                 cells = []
-                for arm in ARMS:
+                for arm in comparison.arm_names:
                     value = comparison.metric(arm, task, name, split)
                     if name.endswith("_s"):
                         cells.append(_secs(value))
@@ -275,7 +277,7 @@ def render_markdown(comparison: Comparison) -> str:
         "## The classic comparison, with our numbers (held-out questions)",
         "",
         _markdown_table(
-            ["", *ARMS, "best"],
+            ["", *comparison.arm_names, "best"],
             [[row.label, *row.cells, row.best] for row in classic_table(comparison)],
         ),
         "",
@@ -344,7 +346,10 @@ def render_html(comparison: Comparison) -> str:
     from tuneforge.evaluate.plots import plot_arms, plot_forgetting, plot_loss_curves
 
     table = classic_table(comparison)
-    bold = [ARMS.index(row.best) + 1 if row.best in ARMS else -1 for row in table]
+    bold = [
+        comparison.arm_names.index(row.best) + 1 if row.best in comparison.arm_names else -1
+        for row in table
+    ]
     memorised = memorised_rows(comparison)
     samples = []
     for result in comparison.arms:
@@ -373,7 +378,9 @@ def render_html(comparison: Comparison) -> str:
         f"<code>{html.escape(comparison.budget)}</code>, total {_secs(comparison.seconds_total)}. "
         f"Settings: {html.escape(settings)}.</p>",
         "<h2>The classic comparison, with our numbers (held-out questions)</h2>",
-        _html_table(["", *ARMS, "best"], [[r.label, *r.cells, r.best] for r in table], bold),
+        _html_table(
+            ["", *comparison.arm_names, "best"], [[r.label, *r.cells, r.best] for r in table], bold
+        ),
         f"<p>{html.escape(INTERVALS_NOTE)}</p>",
         f"<p class='rec'>{html.escape(recommendation(comparison))}</p>",
     ]

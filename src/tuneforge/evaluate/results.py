@@ -119,6 +119,13 @@ class Comparison:
     loss_curves: list[LossCurve]
     seconds_total: float = math.nan
 
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        """The arms this comparison ran, in report order (:data:`ARMS`): the report's columns
+        (the constrained arms, for one, run only where there is a form task)."""
+        ran = {result.arm for result in self.arms}
+        return tuple(arm for arm in ARMS if arm in ran)
+
     def result(self, arm: str, task: str, split: str = "held-out") -> ArmResult | None:
         """The result of ``arm`` on ``task``'s ``split`` questions; None when not run."""
         for result in self.arms:
