@@ -17,7 +17,7 @@ from tuneforge.generation import (
     group_rows,
     prompt_ids,
 )
-from tuneforge.generation.decoding import _held_back
+from tuneforge.generation.row_progress import held_back
 
 PROMPTS = [
     "The capital of France is",
@@ -210,4 +210,4 @@ def test_grouping_greedy_together_seeded_alone():
     [("hello", [], 0), ("hello wor", ["world"], 3), ("abc\ufffd", [], 1), ("ab", ["xyz"], 0)],
 )
 def test_held_back_suffix(text, stops, held):
-    assert _held_back(text, stops) == held
+    assert held_back(text, stops) == held

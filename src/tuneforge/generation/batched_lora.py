@@ -1,0 +1,152 @@
+"""LoRA for a batch whose rows use different adapters, in one product per layer.
+
+peft's mixed-adapter forward (``adapter_names``) runs one pass per adapter present in the batch
+(select its rows, ``B·A·x``, scatter back): with 4 adapters that is four times the small kernels
+of one adapter, and decoding is made of small kernels. Here, as in Punica and S-LoRA, each LoRA
+layer's adapters sit side by side (``A_cat`` stacks their ``A`` rows, ``B_cat`` their ``B``
+columns) and every row of the batch is served at once::
+
+    delta = ((x · A_catᵀ) ⊙ M) · B_catᵀ          x: [rows, q, in]  A_cat: [R, in]  B_cat: [out, R]
+
+where ``R`` is the sum of the adapters' ranks and ``M[b]`` (``[rows, R]``) holds adapter ``j``'s
+``scaling`` over ``j``'s block of ``R`` when row ``b`` uses ``j``, and zeros elsewhere. Only the
+adapters that rows of the batch use are stacked.
+
+Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsandbytes variants).
+``LoraBank.blocker`` names anything else (DoRA and other variants, LoRA biases, merged adapters,
+``modules_to_save``, other tuners), and the caller decodes with peft instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_LINEAR_CLASSES = {"Linear", "Linear8bitLt", "Linear4bit"}  # peft.tuners.lora(.bnb) layers
+
+
+def peft_base_model(model) -> nn.Module:
+    """The transformers model inside a peft model (the model itself when it is not one)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def lora_layers(model) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, layer)`` of every peft LoRA layer in ``model``."""
+    from peft.tuners.lora import LoraLayer
+
+    return [
+        (name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)
+    ]
+
+
+@dataclass
+class _Layout:
+    """Where each adapter's rank block sits in one layer's ``R`` columns."""
+
+    blocks: tuple[tuple[str, int, int, float], ...]  # (adapter, start, stop, scaling)
+    width: int  # R
+
+    def mask(self, row_adapters: list[tuple[str, ...]], device, dtype) -> torch.Tensor | None:
+        """``M`` for these rows (``[rows, R]``), or None when no row uses an adapter here."""
+        mask = torch.zeros((len(row_adapters), self.width), device=device, dtype=dtype)
+        used = False
+        for row, adapters in enumerate(row_adapters):
+            for adapter, start, stop, scaling in self.blocks:
+                if adapter in adapters:
+                    mask[row, start:stop] = scaling
+                    used = True
+        return mask if used else None
+
+
+class LoraBank:
+    """The adapters ``adapters`` of every LoRA layer of ``model``, stacked for batched LoRA.
+
+    Args:
+        model: a peft model (or its base model) holding LoRA layers.
+        adapters: the peft adapter names rows of the batch use.
+    """
+
+    def __init__(self, model, adapters: tuple[str, ...]) -> None:
+        self.adapters = adapters
+        # layer -> (A_cat [R, in], B_cat [out, R], layout), or None where no row's adapter
+        # adapts that layer (it then runs its base layer alone, whatever peft's active adapter)
+        self.layers: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, _Layout] | None] = {}
+        for _, layer in lora_layers(peft_base_model(model)):
+            present = [name for name in adapters if name in layer.lora_A]
+            if not present:
+                self.layers[layer] = None
+                continue
+            blocks, start = [], 0
+            for name in present:
+                rank = layer.lora_A[name].weight.shape[0]
+                blocks.append((name, start, start + rank, float(layer.scaling[name])))
+                start += rank
+            a_cat = torch.cat([layer.lora_A[name].weight.detach() for name in present])
+            b_cat = torch.cat([layer.lora_B[name].weight.detach() for name in present], dim=1)
+            self.layers[layer] = (a_cat, b_cat, _Layout(tuple(blocks), start))
+        self._masks: dict[tuple, torch.Tensor | None] = {}
+        self._rows: list[tuple[str, ...]] = []
+
+    @staticmethod
+    def blocker(model) -> str | None:
+        """Why batched LoRA cannot decode ``model`` (a reason a user can act on), or None."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        base = peft_base_model(model)
+        for name, module in base.named_modules():
+            if isinstance(module, AuxiliaryTrainingWrapper):
+                return f"{name} is trained in full by an adapter (modules_to_save)"
+            if not isinstance(module, BaseTunerLayer):
+                continue
+            kind = type(module)
+            if not kind.__module__.startswith("peft.tuners.lora") or kind.__name__ not in (
+                _LINEAR_CLASSES
+            ):
+                return f"{name} is a {kind.__module__}.{kind.__name__} layer"
+            if module.merged:
+                return f"{name} has an adapter merged into its weights"
+            for adapter in module.lora_A:
+                if adapter in getattr(module, "lora_variant", {}):
+                    return f"{name}: adapter {adapter!r} is a LoRA variant (DoRA or another)"
+                if module.lora_B[adapter].bias is not None:
+                    return f"{name}: adapter {adapter!r} has a LoRA bias"
+        return None
+
+    def set_rows(self, row_adapters: list[tuple[str, ...]]) -> None:
+        """Set the adapters of each row of the next forwards (a tuple per row, empty: base)."""
+        if row_adapters != self._rows:
+            self._rows = list(row_adapters)
+            self._masks.clear()
+
+    def forwards(self, base_forward: Callable[[nn.Module], Callable]) -> dict[nn.Module, Callable]:
+        """A forward for each LoRA layer: its base layer (``base_forward(base_layer)``) plus the
+        batched LoRA of the rows set by ``set_rows``."""
+        return {
+            layer: self._layer_forward(base_forward(layer.base_layer), stacked)
+            for layer, stacked in self.layers.items()
+        }
+
+    def _layer_forward(self, base, stacked):
+        if stacked is None:
+            return base
+        a_cat, b_cat, layout = stacked
+
+        def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            result = base(x, *args, **kwargs)
+            key = layout.blocks
+            if key not in self._masks:
+                self._masks[key] = layout.mask(self._rows, x.device, a_cat.dtype)
+            mask = self._masks[key]
+            if mask is None:
+                return result
+            # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks -> [rows, q, out]
+            mixed = torch.matmul(x.to(a_cat.dtype), a_cat.t()) * mask[:, None, :]
+            return result + torch.matmul(mixed, b_cat.t()).to(result.dtype)
+
+        return forward
