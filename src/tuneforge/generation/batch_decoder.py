@@ -233,10 +233,12 @@ class BatchDecoder:
         first = len(self.entries)
         shared = [self._shared_prefix(entry) for entry in new]
         prompts = [entry.progress.row.prompt_ids for entry in new]
-        width = max(len(prompt) - start for prompt, (_, start) in zip(prompts, shared))
+        width = max(len(prompt) - start for prompt, (_, start) in zip(prompts, shared, strict=True))
         cache.reserve(first + len(new), max(start for _, start in shared) + width)
         input_ids, positions, last = [], [], []
-        for offset, (entry, prompt, (source, start)) in enumerate(zip(new, prompts, shared)):
+        for offset, (entry, prompt, (source, start)) in enumerate(
+            zip(new, prompts, shared, strict=True)
+        ):
             cache.copy_slot(source, first + offset, start)
             rest = prompt[start:]
             input_ids.append(rest + [rest[-1]] * (width - len(rest)))  # padding: never seen
@@ -390,7 +392,7 @@ class BatchDecoder:
 def _common_prefix(first: list[int], second: list[int]) -> int:
     """How many leading tokens ``first`` and ``second`` share."""
     length = 0
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=False):
         if a != b:
             break
         length += 1
