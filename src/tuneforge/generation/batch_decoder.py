@@ -70,8 +70,10 @@ _NEUTRAL_GENERATION = {
 }
 
 
-def fast_path_blocker(model) -> str | None:
-    """Why ``BatchDecoder`` cannot decode ``model`` (then ``model.generate`` does), or None."""
+def fast_path_blocker(model, adapters: tuple[str, ...] | None = None) -> str | None:
+    """Why ``BatchDecoder`` cannot decode rows on ``adapters`` (peft adapter names; None: the
+    ones ``model`` applies to every row) with ``model``, or None. ``model.generate`` decodes
+    what it cannot."""
     base = peft_base_model(model)
     config = getattr(base, "config", None)
     family = getattr(config, "model_type", None)
@@ -91,7 +93,7 @@ def fast_path_blocker(model) -> str | None:
         if getattr(generation_config, name, None) not in neutral:
             return f"its generation config sets {name}"
     if lora_layers(base):
-        return LoraBank.blocker(model)
+        return LoraBank.blocker(model, active_adapters(model) if adapters is None else adapters)
     return None
 
 

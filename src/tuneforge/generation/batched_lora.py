@@ -93,13 +93,14 @@ class LoraBank:
         self._rows: list[tuple[str, ...]] = []
 
     @staticmethod
-    def blocker(model) -> str | None:
-        """Why batched LoRA cannot decode ``model`` (a reason a user can act on), or None."""
+    def blocker(model, adapters: tuple[str, ...]) -> str | None:
+        """Why batched LoRA cannot decode rows on ``adapters`` with ``model`` (a reason a user
+        can act on), or None. Adapters no row uses may be of any kind: their layers are not
+        run."""
         from peft.tuners.tuners_utils import BaseTunerLayer
         from peft.utils.other import AuxiliaryTrainingWrapper
 
-        base = peft_base_model(model)
-        for name, module in base.named_modules():
+        for name, module in peft_base_model(model).named_modules():
             if isinstance(module, AuxiliaryTrainingWrapper):
                 return f"{name} is trained in full by an adapter (modules_to_save)"
             if not isinstance(module, BaseTunerLayer):
@@ -111,7 +112,9 @@ class LoraBank:
                 return f"{name} is a {kind.__module__}.{kind.__name__} layer"
             if module.merged:
                 return f"{name} has an adapter merged into its weights"
-            for adapter in module.lora_A:
+            for adapter in adapters:
+                if adapter not in module.lora_A:
+                    continue
                 if adapter in getattr(module, "lora_variant", {}):
                     return f"{name}: adapter {adapter!r} is a LoRA variant (DoRA or another)"
                 if module.lora_B[adapter].bias is not None:

@@ -47,7 +47,7 @@ from transformers import (
 )
 
 from tuneforge.data import ensure_pad_token
-from tuneforge.generation.batch_decoder import BatchDecoder, fast_path_blocker
+from tuneforge.generation.batch_decoder import BatchDecoder, active_adapters, fast_path_blocker
 from tuneforge.generation.prompts import prompt_ids
 from tuneforge.generation.row_progress import RowProgress
 from tuneforge.generation.settings import GenerationSettings, Reply, sampling_kwargs
@@ -112,10 +112,10 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
-def new_batch_decoder(model, tokenizer) -> BatchDecoder | None:
-    """A ``BatchDecoder`` for ``model`` (rows may join it at any time), or None when the
-    model needs the plain path (``fast_path_blocker``)."""
-    if fast_path_blocker(model) is not None:
+def new_batch_decoder(model, tokenizer, adapters: tuple[str, ...] = ()) -> BatchDecoder | None:
+    """A ``BatchDecoder`` for ``model`` (rows may join it at any time), or None when rows on
+    ``adapters`` (peft names) need the plain path (``fast_path_blocker``)."""
+    if fast_path_blocker(model, adapters) is not None:
         return None
     ensure_pad_token(tokenizer)
     return BatchDecoder(tokenizer, stop_token_ids(tokenizer, model))
@@ -198,7 +198,11 @@ def _plain_group(model, tokenizer, rows: list[Row], adapter_names: list[str] | N
     return replies
 
 
-def _plain_rows(model, tokenizer, rows: list[Row], adapter_names: list[str] | None):
+def generate_rows_plain(
+    model, tokenizer, rows: list[Row], adapter_names: list[str] | None = None
+) -> list[Reply]:
+    """``generate_rows`` on the plain path (``model.generate``) whatever the model: the
+    reference the fast path is tested and measured against (tests, bench/decode.py)."""
     replies: list[Reply | None] = [None] * len(rows)
     for group in group_rows(rows):
         names = None if adapter_names is None else [adapter_names[i] for i in group]
@@ -250,10 +254,15 @@ def generate_rows(
         raise ValueError(f"{len(adapter_names)} adapter names for {len(rows)} rows")
     if not rows:
         return []
-    decoder = new_batch_decoder(model, tokenizer)
-    if decoder is None:
-        return _plain_rows(model, tokenizer, rows, adapter_names)
     adapters = None if adapter_names is None else row_adapters(adapter_names)
+    used = (
+        active_adapters(model)
+        if adapters is None
+        else tuple(sorted({name for names in adapters for name in names}))
+    )
+    decoder = new_batch_decoder(model, tokenizer, used)
+    if decoder is None:
+        return generate_rows_plain(model, tokenizer, rows, adapter_names)
     return decode_all(decoder, model, rows, adapters)
 
 
