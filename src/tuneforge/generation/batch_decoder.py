@@ -5,10 +5,9 @@ positions, and advances them one token per ``step``. ``join`` adds rows at any t
 batching: the server's new requests join a running batch between two steps instead of waiting
 for it to end); a row leaves as soon as it finishes, and its slot is reused. Per forward:
 
-- the transformers model runs as is (its own layers, rotary embeddings and attention), given
-  each row's positions, a per-row attention mask and the slot cache;
-- bf16 linear layers on CPU use packed weights (``packed_linear``);
-- LoRA layers apply each row's own adapter in one batched product (``batched_lora``);
+- ``llama_forward`` computes the model's layers with few kernels: bf16 weights packed on CPU,
+  q/k/v and gate/up fused (``packed_linear``), each row's own LoRA adapter in one batched
+  product per layer (``batched_lora``), keys and values in the row's slot (``slot_cache``);
 - a new row whose prompt starts with tokens another row of the batch already holds (a shared
   system prompt, the RAG instruction) copies those keys and values from that row's slot and
   computes only the rest of its prompt.
@@ -26,23 +25,16 @@ attention, generation configs with logits processors beyond sampling, LoRA varia
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from tuneforge.generation.batched_lora import LoraBank, lora_layers, peft_base_model
-from tuneforge.generation.packed_linear import PACKED_LINEARS
+from tuneforge.generation.llama_forward import FAMILIES, LlamaForward
 from tuneforge.generation.row_progress import RowProgress
 from tuneforge.generation.slot_cache import SlotCache
 
-# Families whose decoder reads the cache only through ``update`` and takes a 4D mask and
-# position ids as given (tests/generation/test_fast_path.py checks each against model.generate).
-FAST_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 # A new row copies a shared prompt prefix from another row's slot when it is at least this long
 # (tokens); shorter ones cost more to look up and copy than to compute.
 MIN_SHARED_PREFIX = 16
@@ -77,11 +69,8 @@ def fast_path_blocker(model, adapters: tuple[str, ...] | None = None) -> str | N
     base = peft_base_model(model)
     config = getattr(base, "config", None)
     family = getattr(config, "model_type", None)
-    if family not in FAST_FAMILIES:
-        return f"model family {family!r} is not one of {', '.join(FAST_FAMILIES)}"
-    attention = getattr(config, "_attn_implementation", None)
-    if attention not in ("sdpa", "eager"):
-        return f"attention implementation {attention!r} takes no per-row mask"
+    if family not in FAMILIES:
+        return f"model family {family!r} is not one of {', '.join(FAMILIES)}"
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:
         if any(kind != "full_attention" for kind in layer_types):
@@ -103,19 +92,6 @@ def active_adapters(model) -> tuple[str, ...]:
     if not layers or any(layer.disable_adapters for _, layer in layers):
         return ()
     return tuple(model.active_adapters)
-
-
-@contextlib.contextmanager
-def _overridden_forwards(forwards: dict[nn.Module, Callable]) -> Iterator[None]:
-    """Give each module its replacement ``forward`` for the duration (an instance attribute,
-    set and removed without nn.Module's attribute bookkeeping: decoding sets them per step)."""
-    for module, forward in forwards.items():
-        object.__setattr__(module, "forward", forward)
-    try:
-        yield
-    finally:
-        for module in forwards:
-            module.__dict__.pop("forward", None)
 
 
 @dataclass
@@ -155,7 +131,7 @@ class BatchDecoder:
         self.cache: SlotCache | None = None
         self._bank: LoraBank | None = None
         self._bank_model: int | None = None  # id() of the model the bank was built from
-        self._plans: dict[int, tuple[list[nn.Module], bool]] = {}  # id(model) -> _plan()
+        self._forwards: dict[int, tuple[LlamaForward, bool]] = {}  # id(model) -> (forward, LoRA?)
         self.forwards = 0  # model forwards run (prefills and steps)
 
     @property
@@ -224,7 +200,7 @@ class BatchDecoder:
 
     def forget_model(self) -> None:
         """Drop what was derived from the model's modules (call after adapters changed)."""
-        self._plans.clear()
+        self._forwards.clear()
         self._bank = None
 
     # -- internals ---------------------------------------------------------------------------
@@ -280,58 +256,23 @@ class BatchDecoder:
     def _logits(self, model, input_ids, entries: list[_Entry], last: list[int]) -> torch.Tensor:
         """float32 next-token scores ``[rows, vocab]`` at position ``last[b]`` of each row's
         input ``input_ids`` (``[rows, q]``), the inputs' keys and values written to the cache."""
-        base = peft_base_model(model)
-        decoder = base.get_decoder()
-        head = base.get_output_embeddings()
-        cache = self.cache
-        self.forwards += 1
-        with _overridden_forwards(self._forwards(model, [entry.adapters for entry in entries])):
-            hidden = decoder(
-                input_ids=input_ids,
-                position_ids=cache.positions,
-                attention_mask=cache.attention_mask(),
-                use_cache=True,
-                **{_cache_argument(decoder): cache},
-            ).last_hidden_state
-            picked = hidden[torch.arange(len(entries)), torch.tensor(last)]
-            return head(picked).float()
-
-    def _plan(self, model) -> tuple[list[nn.Module], bool]:
-        """The linear layers to pack and whether the model has LoRA layers (kept per model)."""
         key = id(model)
-        if key not in self._plans:
-            base = peft_base_model(model)
-            layers = lora_layers(base)
-            inside_lora = {
-                id(module)
-                for _, layer in layers
-                for part in (layer.lora_A, layer.lora_B)
-                for module in part.modules()
-            }
-            linears = [
-                module
-                for module in base.modules()
-                if isinstance(module, nn.Linear) and id(module) not in inside_lora
-            ]
-            self._plans[key] = (linears, bool(layers))
-        return self._plans[key]
-
-    def _forwards(self, model, row_adapters: list[tuple[str, ...]]) -> dict:
-        """Replacement forwards: packed bf16 linears, batched LoRA for the LoRA layers."""
-        linears, has_lora = self._plan(model)
-        forwards: dict[nn.Module, Callable] = {}
-        for module in linears:
-            packed = PACKED_LINEARS.forward_for(module)
-            if packed is not None:
-                forwards[module] = packed
+        if key not in self._forwards:
+            self._forwards[key] = (LlamaForward(model), bool(lora_layers(peft_base_model(model))))
+        forward, has_lora = self._forwards[key]
+        bank = None
         if has_lora:
+            row_adapters = [entry.adapters for entry in entries]
             wanted = tuple(sorted({name for names in row_adapters for name in names}))
-            if self._bank is None or self._bank.adapters != wanted or self._bank_model != id(model):
+            if self._bank is None or self._bank.adapters != wanted or self._bank_model != key:
                 self._bank = LoraBank(model, wanted)
-                self._bank_model = id(model)
+                self._bank_model = key
             self._bank.set_rows(row_adapters)
-            forwards.update(self._bank.forwards(lambda layer: forwards.get(layer, layer)))
-        return forwards
+            bank = self._bank
+        self.forwards += 1
+        hidden = forward.hidden(input_ids, self.cache, bank)
+        picked = hidden[torch.arange(len(entries)), torch.tensor(last)]
+        return forward.logits(picked, bank)
 
     def _advance(self, model, entries: list[_Entry], scores: torch.Tensor) -> list:
         """Pick each row's next token from its scores, hand it to the row, retire the rows
@@ -399,10 +340,3 @@ def _common_prefix(first: list[int], second: list[int]) -> int:
             break
         length += 1
     return length
-
-
-def _cache_argument(decoder) -> str:
-    """The keyword a transformers decoder takes its cache by (renamed in transformers 5.2x)."""
-    return (
-        "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    )

@@ -19,7 +19,6 @@ Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsand
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -127,29 +126,18 @@ class LoraBank:
             self._rows = list(row_adapters)
             self._masks.clear()
 
-    def forwards(self, base_forward: Callable[[nn.Module], Callable]) -> dict[nn.Module, Callable]:
-        """A forward for each LoRA layer: its base layer (``base_forward(base_layer)``) plus the
-        batched LoRA of the rows set by ``set_rows``."""
-        return {
-            layer: self._layer_forward(base_forward(layer.base_layer), stacked)
-            for layer, stacked in self.layers.items()
-        }
-
-    def _layer_forward(self, base, stacked):
+    def delta(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """The LoRA term of ``layer`` for input ``x`` (``[rows, q, in]``) of the rows set by
+        ``set_rows``, in ``x``'s dtype; None when no row's adapter adapts ``layer``."""
+        stacked = self.layers.get(layer)
         if stacked is None:
-            return base
+            return None
         a_cat, b_cat, layout = stacked
-
-        def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            result = base(x, *args, **kwargs)
-            key = layout.blocks
-            if key not in self._masks:
-                self._masks[key] = layout.mask(self._rows, x.device, a_cat.dtype)
-            mask = self._masks[key]
-            if mask is None:
-                return result
-            # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks -> [rows, q, out]
-            mixed = torch.matmul(x.to(a_cat.dtype), a_cat.t()) * mask[:, None, :]
-            return result + torch.matmul(mixed, b_cat.t()).to(result.dtype)
-
-        return forward
+        if layout.blocks not in self._masks:
+            self._masks[layout.blocks] = layout.mask(self._rows, x.device, a_cat.dtype)
+        mask = self._masks[layout.blocks]
+        if mask is None:
+            return None
+        # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks -> [rows, q, out]
+        mixed = torch.matmul(x.to(a_cat.dtype), a_cat.t()) * mask[:, None, :]
+        return torch.matmul(mixed, b_cat.t()).to(x.dtype)

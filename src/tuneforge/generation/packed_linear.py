@@ -1,24 +1,29 @@
-"""bf16 linear layers with their weights packed once for oneDNN, for decoding on CPUs.
+"""Linear layers that read the same input, as one product with a weight packed for oneDNN.
 
 A bf16 ``F.linear`` on CPU converts its weight into oneDNN's blocked layout on every call; for
-decoding, where each weight is used for one token of each row and then waits for the next
-step, that conversion costs as much as the product itself. Packing each weight once
+decoding, where each weight serves one token per row and then waits for the next step, that
+conversion costs as much as the product. Packing the weight once
 (``torch.ops.mkldnn._reorder_linear_weight``, what ``torch.compile``'s freezing pass does) and
-calling the packed product halved the time of the decoding matmuls in bench/decode.py's profile
-(docs/decode.md). The packed copy is kept beside the layer while its weight is unchanged (same
-storage, same in-place version), so training or merging into a weight invalidates it.
+concatenating the layers that share an input (q/k/v, gate/up: fewer, larger products) cut the
+decoding matmuls' time by about a third in bench/decode.py's profile (docs/decode.md). A packed
+weight is kept while its layers' weights are unchanged (same storage, same in-place version),
+so training or merging into a weight makes a new one.
 
-It costs memory: one more copy of every bf16 linear weight (about the model's size in bf16).
+Packing costs memory: one more copy of the packed layers' weights (about the model's size in
+bf16). fp32 weights, GPUs and quantized layers are not packed: each layer runs as it is.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+Product = Callable[[torch.Tensor], list[torch.Tensor]]
+"""``x -> [layer(x) for layer in layers]`` for layers that read the same input ``x``."""
 
 
 def packing_supported(weight: torch.Tensor) -> bool:
@@ -31,38 +36,54 @@ def packing_supported(weight: torch.Tensor) -> bool:
     )
 
 
-def _packed_product(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor):
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-
-
 class PackedLinears:
-    """Packed weights of ``nn.Linear`` layers, made on first use and reused while unchanged.
+    """Packed weights, made on first use and reused while the layers' weights are unchanged.
 
     One instance serves every model of a process; it holds the layers weakly, so a model that
     is dropped takes its packed weights with it.
     """
 
     def __init__(self) -> None:
-        # layer -> (weight storage address, weight version, packed weight)
-        self._packed: weakref.WeakKeyDictionary[nn.Linear, tuple[int, int, torch.Tensor]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # first layer of a group -> (identity of the group's weights, packed weight, bias)
+        self._packed: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
-    def forward_for(self, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """A forward computing ``layer(x)`` with the packed weight, or None when ``layer`` is
-        not a plain bf16 ``nn.Linear`` on a CPU with native bf16 products."""
-        if type(layer) is not nn.Linear or not packing_supported(layer.weight):
-            return None
-        weight = layer.weight
-        key = (weight.data_ptr(), weight._version)
-        held = self._packed.get(layer)
-        if held is None or held[:2] != key:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
-            held = (*key, packed)
-            self._packed[layer] = held
-        bias = None if layer.bias is None else layer.bias.detach()
-        return partial(_packed_product, held[2], bias)
+    def product(self, layers: tuple[nn.Module, ...]) -> Product:
+        """``x -> [layer(x) for layer in layers]``: one packed bf16 product when every layer is
+        a plain bf16 ``nn.Linear`` on a CPU with native bf16 products, else each layer as is."""
+        plain = all(type(layer) is nn.Linear for layer in layers)
+        if not plain or not all(packing_supported(layer.weight) for layer in layers):
+            return lambda x: [_run(layer, x) for layer in layers]
+        identity = tuple((id(w), w.data_ptr(), w._version) for w in (ly.weight for ly in layers))
+        held = self._packed.get(layers[0])
+        if held is None or held[0] != identity:
+            weight = torch.cat([layer.weight.detach() for layer in layers])
+            bias = None
+            if any(layer.bias is not None for layer in layers):
+                bias = torch.cat(
+                    [
+                        layer.bias.detach()
+                        if layer.bias is not None
+                        else torch.zeros(layer.out_features, dtype=weight.dtype)
+                        for layer in layers
+                    ]
+                )
+            held = (identity, torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias)
+            self._packed[layers[0]] = held
+        _, packed, bias = held
+        sizes = [layer.out_features for layer in layers]
+
+        def packed_product(x: torch.Tensor) -> list[torch.Tensor]:
+            out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            return list(out.split(sizes, dim=-1)) if len(sizes) > 1 else [out]
+
+        return packed_product
+
+
+def _run(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if type(layer) is nn.Linear:  # skips nn.Module's call machinery, same product
+        return F.linear(x, layer.weight, layer.bias)
+    return layer(x)
 
 
 PACKED_LINEARS = PackedLinears()
-"""The process's packed weights (one copy per bf16 linear layer that decoded on CPU)."""
+"""The process's packed weights (one copy per group of bf16 linear layers decoded on CPU)."""
