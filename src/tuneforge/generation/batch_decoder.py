@@ -133,6 +133,7 @@ class BatchDecoder:
         self._bank_model: int | None = None  # id() of the model the bank was built from
         self._forwards: dict[int, tuple[LlamaForward, bool]] = {}  # id(model) -> (forward, LoRA?)
         self.forwards = 0  # model forwards run (prefills and steps)
+        self.prompt_tokens_computed = 0  # prompt tokens run through the model (shared: copied)
 
     @property
     def active(self) -> int:
@@ -223,6 +224,7 @@ class BatchDecoder:
             positions.append(list(range(start, start + width)))
             last.append(len(rest) - 1)
             entry.length = len(prompt)
+            self.prompt_tokens_computed += len(rest)
         cache.rows = torch.arange(first, first + len(new), device=cache.device)
         cache.positions = torch.tensor(positions, device=cache.device)
         cache.span = int(cache.positions.max()) + 1
