@@ -73,7 +73,7 @@ def test_each_rows_term_is_peft_lora_term_of_its_adapter(peft_model):
     checked = 0
     for _, layer in lora_layers(peft_model):
         x = torch.randn(4, 3, layer.in_features, generator=generator)
-        delta = bank.delta(layer, x)
+        delta = bank.delta((layer,), x)
         for row, adapters in enumerate(row_adapters):
             expected = torch.zeros(3, layer.out_features)
             for name in adapters:
@@ -84,6 +84,21 @@ def test_each_rows_term_is_peft_lora_term_of_its_adapter(peft_model):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
             checked += bool(adapters)
     assert checked > 0
+
+
+def test_a_groups_term_is_its_layers_terms_side_by_side(peft_model):
+    bank = LoraBank(peft_model, ("a", "b"))
+    bank.set_rows([("b",), ("a",), ()])
+    attention = peft_model.get_base_model().model.layers[0].self_attn
+    group = (attention.q_proj, attention.k_proj, attention.v_proj)  # b adapts q and v only
+    x = torch.randn(3, 2, 32, generator=torch.Generator().manual_seed(1))
+    parts = [bank.delta((layer,), x) for layer in group]
+    parts = [
+        torch.zeros(3, 2, layer.out_features) if p is None else p
+        for p, layer in zip(parts, group, strict=True)
+    ]
+    torch.testing.assert_close(bank.delta(group, x), torch.cat(parts, dim=-1))
+    assert bank.delta(group, x)[2].abs().max() == 0  # the base row gets no term
 
 
 def test_mixed_batch_equals_each_adapter_alone_and_peft(peft_model, tokenizer):

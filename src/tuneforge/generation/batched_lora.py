@@ -10,7 +10,9 @@ columns) and every row of the batch is served at once::
 
 where ``R`` is the sum of the adapters' ranks and ``M[b]`` (``[rows, R]``) holds adapter ``j``'s
 ``scaling`` over ``j``'s block of ``R`` when row ``b`` uses ``j``, and zeros elsewhere. Only the
-adapters that rows of the batch use are stacked.
+adapters that rows of the batch use are stacked. Layers that read the same input (q/k/v,
+gate/up) are served together: their ``A`` rows stacked, their ``B`` block-diagonal, so the
+term of the whole group is the same two products, added to the group's fused output.
 
 Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsandbytes variants).
 ``LoraBank.blocker`` names anything else (DoRA and other variants, LoRA biases, merged adapters,
@@ -88,6 +90,7 @@ class LoraBank:
             a_cat = torch.cat([layer.lora_A[name].weight.detach() for name in present])
             b_cat = torch.cat([layer.lora_B[name].weight.detach() for name in present], dim=1)
             self.layers[layer] = (a_cat, b_cat, _Layout(tuple(blocks), start))
+        self._groups: dict[tuple[nn.Module, ...], tuple | None] = {}
         self._masks: dict[tuple, torch.Tensor | None] = {}
         self._rows: list[tuple[str, ...]] = []
 
@@ -126,10 +129,13 @@ class LoraBank:
             self._rows = list(row_adapters)
             self._masks.clear()
 
-    def delta(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-        """The LoRA term of ``layer`` for input ``x`` (``[rows, q, in]``) of the rows set by
-        ``set_rows``, in ``x``'s dtype; None when no row's adapter adapts ``layer``."""
-        stacked = self.layers.get(layer)
+    def delta(self, group: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
+        """The LoRA term of the layers ``group`` (which all read ``x``, ``[rows, q, in]``) for
+        the rows set by ``set_rows``: ``[rows, q, sum of their out_features]``, the layers'
+        terms side by side in ``x``'s dtype; None when no row's adapter adapts them."""
+        if group not in self._groups:
+            self._groups[group] = self._stack(group)
+        stacked = self._groups[group]
         if stacked is None:
             return None
         a_cat, b_cat, layout = stacked
@@ -141,3 +147,22 @@ class LoraBank:
         # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks -> [rows, q, out]
         mixed = torch.matmul(x.to(a_cat.dtype), a_cat.t()) * mask[:, None, :]
         return torch.matmul(mixed, b_cat.t()).to(x.dtype)
+
+    def _stack(self, group: tuple[nn.Module, ...]):
+        """``(A [R, in], B [sum of out_features, R] block-diagonal, layout)`` of a group."""
+        outs = [layer.out_features for layer in group]
+        a_parts, b_parts, blocks, width, offset = [], [], [], 0, 0
+        for layer, out in zip(group, outs, strict=True):
+            stacked = self.layers.get(layer)
+            if stacked is not None:
+                a_cat, b_cat, layout = stacked
+                b_full = b_cat.new_zeros((sum(outs), layout.width))
+                b_full[offset : offset + out] = b_cat
+                a_parts.append(a_cat)
+                b_parts.append(b_full)
+                blocks += [(name, width + a, width + b, k) for name, a, b, k in layout.blocks]
+                width += layout.width
+            offset += out
+        if not a_parts:
+            return None
+        return torch.cat(a_parts), torch.cat(b_parts, dim=1), _Layout(tuple(blocks), width)

@@ -65,6 +65,12 @@ class _Layer:
     head_dim: int
     scaling: float
 
+    @property
+    def qkv_sizes(self) -> tuple[int, int, int]:
+        """Widths of q, k and v in the fused q/k/v output."""
+        kv = self.kv_heads * self.head_dim
+        return (self.heads * self.head_dim, kv, kv)
+
 
 class LlamaForward:
     """``hidden states`` of rows decoding in a ``SlotCache``, for one model of ``FAMILIES``.
@@ -111,15 +117,12 @@ class LlamaForward:
             self._products[key] = PACKED_LINEARS.product(key)
         return self._products[key]
 
-    def _project(self, modules, x: torch.Tensor, bank: LoraBank | None) -> list[torch.Tensor]:
-        """``[module(x) for module in modules]``: base products plus each row's LoRA term."""
-        outputs = self._product(modules)(x)
-        if bank is not None:
-            for index, module in enumerate(modules):
-                delta = bank.delta(module, x)
-                if delta is not None:
-                    outputs[index] = outputs[index] + delta
-        return outputs
+    def _project(self, modules, x: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
+        """``cat([module(x) for module in modules], -1)``: the base product plus each row's
+        LoRA term."""
+        out = self._product(modules)(x)
+        delta = None if bank is None else bank.delta(modules, x)
+        return out if delta is None else out + delta
 
     def hidden(
         self, input_ids: torch.Tensor, cache: SlotCache, bank: LoraBank | None
@@ -133,7 +136,7 @@ class LlamaForward:
         rows, length = input_ids.shape
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer.input_norm.weight, layer.input_norm.variance_epsilon)
-            q, k, v = self._project(layer.qkv, h, bank)
+            q, k, v = self._project(layer.qkv, h, bank).split(layer.qkv_sizes, dim=-1)
             q = q.view(rows, length, layer.heads, layer.head_dim)
             k = k.view(rows, length, layer.kv_heads, layer.head_dim)
             if layer.q_norm is not None:
@@ -143,17 +146,17 @@ class LlamaForward:
             v = v.view(rows, length, layer.kv_heads, layer.head_dim).transpose(1, 2)
             keys, values = cache.update(k, v, index)
             attended = self._attend(layer, q, keys, values, mask)
-            x = x + self._project((layer.out,), attended, bank)[0]
+            x = x + self._project((layer.out,), attended, bank)
             h = rms_norm(x, layer.post_norm.weight, layer.post_norm.variance_epsilon)
-            gate, up = self._project(layer.gate_up, h, bank)
+            gate, up = self._project(layer.gate_up, h, bank).chunk(2, dim=-1)
             gate = F.silu(gate) if self.silu else layer.act(gate)
-            x = x + self._project((layer.down,), gate * up, bank)[0]
+            x = x + self._project((layer.down,), gate * up, bank)
         return x
 
     def logits(self, hidden: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """float32 next-token scores ``[rows, vocab]`` of hidden states ``[rows, hidden]``."""
         normed = rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon)
-        return self._project((self.head,), normed, bank)[0].float()
+        return self._project((self.head,), normed, bank).float()
 
     @staticmethod
     def _attend(layer: _Layer, q, keys, values, mask) -> torch.Tensor:

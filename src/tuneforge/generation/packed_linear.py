@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Product = Callable[[torch.Tensor], list[torch.Tensor]]
-"""``x -> [layer(x) for layer in layers]`` for layers that read the same input ``x``."""
+Product = Callable[[torch.Tensor], torch.Tensor]
+"""``x -> cat([layer(x) for layer in layers], -1)`` for layers that read the same input."""
 
 
 def packing_supported(weight: torch.Tensor) -> bool:
@@ -48,11 +48,14 @@ class PackedLinears:
         self._packed: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
     def product(self, layers: tuple[nn.Module, ...]) -> Product:
-        """``x -> [layer(x) for layer in layers]``: one packed bf16 product when every layer is
-        a plain bf16 ``nn.Linear`` on a CPU with native bf16 products, else each layer as is."""
+        """``x -> cat([layer(x) for layer in layers], -1)``: one packed bf16 product when every
+        layer is a plain bf16 ``nn.Linear`` on a CPU with native bf16 products, else each layer
+        as it is."""
         plain = all(type(layer) is nn.Linear for layer in layers)
         if not plain or not all(packing_supported(layer.weight) for layer in layers):
-            return lambda x: [_run(layer, x) for layer in layers]
+            if len(layers) == 1:
+                return lambda x: _run(layers[0], x)
+            return lambda x: torch.cat([_run(layer, x) for layer in layers], dim=-1)
         identity = tuple((id(w), w.data_ptr(), w._version) for w in (ly.weight for ly in layers))
         held = self._packed.get(layers[0])
         if held is None or held[0] != identity:
@@ -70,11 +73,9 @@ class PackedLinears:
             held = (identity, torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias)
             self._packed[layers[0]] = held
         _, packed, bias = held
-        sizes = [layer.out_features for layer in layers]
 
-        def packed_product(x: torch.Tensor) -> list[torch.Tensor]:
-            out = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-            return list(out.split(sizes, dim=-1)) if len(sizes) > 1 else [out]
+        def packed_product(x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
         return packed_product
 
