@@ -452,7 +452,7 @@ def main() -> None:
     if args.profile:
         from decode_profile import profile_report
 
-        profile_report(loaded[auto])
+        profile_report({"float32": loaded["float32"], auto: loaded[auto]})
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 The tables that chose each change of the fast path (docs/decode.md tells the story): where a
 decode step's time goes (self CPU time per operator, summed over the run), how many operators
-run per generated step, and what share the matmuls take.
+run per generated step, what share the matmuls take, and how much of the step's wall time is
+spent outside operators (Python, module calls, the framework). The plain path in float32 is
+the old default; bf16 rows show the dtype ``auto`` picks on CPUs with native bf16.
 
-    .venv/bin/python bench/decode_profile.py          # bf16 where native (auto), 2 threads
-    .venv/bin/python bench/decode_profile.py --dtype float32
+    .venv/bin/python bench/decode_profile.py                  # float32 and auto, 2 threads
+    .venv/bin/python bench/decode_profile.py --dtype float32  # one dtype
 
 Writes bench/results/decode_profile.md (``bench/decode.py --profile`` runs it too).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -51,7 +54,9 @@ def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
 
     run(loaded.model, tokenizer, rows())  # warm-up (packing on the fast path)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
         replies = run(loaded.model, tokenizer, rows())
+        wall = time.perf_counter() - start
     steps = max(reply.completion_tokens for reply in replies)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
@@ -73,18 +78,23 @@ def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
     dtype = str(loaded.model.dtype).removeprefix("torch.")
     return (
         f"#### {path} path, {dtype}, batch {batch} ({steps} steps, prefill included)\n\n"
-        f"{total / 1e3 / steps:.1f} ms of operator time and {calls / steps:.0f} operator calls "
-        f"per step; matmuls {100 * matmul / total:.0f}% of the time.\n\n{table}"
+        f"{wall * 1e3 / steps:.1f} ms wall per step, of which {total / 1e3 / steps:.1f} ms in "
+        f"operators ({calls / steps:.0f} operator calls per step, nested ones included; the "
+        f"rest is Python and module calls between them); matmuls {100 * matmul / total:.0f}% "
+        f"of the operator time.\n\n{table}"
     )
 
 
-def profile_report(loaded, new_tokens: int = 16) -> str:
-    """Profile the plain and fast paths at batch 1 and 16; write decode_profile.md."""
-    sections = [
-        profile_path(loaded, path, batch, new_tokens)
-        for batch in (1, 16)
-        for path in ("plain", "fast")
-    ]
+def profile_report(models: dict, new_tokens: int = 16) -> str:
+    """Profile the plain path in fp32 (the old default) and both paths in each dtype of
+    ``models`` (dtype name -> loaded model) at batch 1 and 16; write decode_profile.md."""
+    sections = []
+    if "float32" in models:
+        sections.append(profile_path(models["float32"], "plain", 1, new_tokens))
+    for dtype, loaded in models.items():
+        for batch in (1, 16):
+            paths = ("fast",) if dtype == "float32" and batch == 1 else ("plain", "fast")
+            sections += [profile_path(loaded, path, batch, new_tokens) for path in paths]
     load = os.getloadavg()
     header = (
         f"Default model (SmolLM2-135M-Instruct), greedy, {new_tokens} new tokens per row. "
@@ -101,7 +111,7 @@ def profile_report(loaded, new_tokens: int = 16) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16")
+    parser.add_argument("--dtype", nargs="+", default=["float32", "auto"], help="dtypes to profile")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="tuneforge cache root")
@@ -112,8 +122,11 @@ def main() -> None:
     from tuneforge.models.bundled import ensure_default_model
 
     model_dir = ensure_default_model(args.home, progress=False)
-    loaded = load_model(str(model_dir), dtype=args.dtype, device="cpu", progress=False)
-    profile_report(loaded, args.new_tokens)
+    models = {}
+    for dtype in args.dtype:
+        loaded = load_model(str(model_dir), dtype=dtype, device="cpu", progress=False)
+        models[str(loaded.model.dtype).removeprefix("torch.")] = loaded
+    profile_report(models, args.new_tokens)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,18 @@ def main() -> None:
     parser.add_argument(
         "--home", type=Path, default=Path.home() / ".cache" / "tuneforge-test-default"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's choice; on a busy machine 1 avoids threads "
+        "waiting for each other at every operator)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     max_tokens = args.max_tokens or (8 if args.quick else 32)
     levels = args.concurrency
     per_level = args.requests_per_level or (1 if args.quick else 2)
