@@ -126,6 +126,7 @@ def test_rows_joining_a_running_batch_get_their_solo_tokens(tokenizer):
         for row, reply in decoder.step(model):
             replies[id(row)] = reply
     assert texts([replies[id(row)] for row in rows]) == texts(solo)
+    assert not decoder.cache.keys[0].requires_grad  # no autograd graph grows across steps
 
 
 def test_a_shared_system_prompt_is_computed_once_and_changes_nothing(tokenizer):

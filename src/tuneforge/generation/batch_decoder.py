@@ -140,6 +140,7 @@ class BatchDecoder:
         """Rows decoding now."""
         return len(self.entries)
 
+    @torch.inference_mode()
     def join(
         self, model, rows: list, adapters: list[tuple[str, ...]] | None = None
     ) -> list[tuple[object, object]]:
@@ -181,6 +182,7 @@ class BatchDecoder:
                 finished += self._prefill(model, wave)
         return finished
 
+    @torch.inference_mode()
     def step(self, model) -> list[tuple[object, object]]:
         """One new token for every row; returns ``(row, Reply)`` for the rows that finished."""
         if not self.entries:
