@@ -14,6 +14,12 @@ Two parts:
 
     .venv/bin/python bench/rag.py                       # 100,000 chunks (~5 min on 2 cores)
     .venv/bin/python bench/rag.py --chunks 20000 --ingest-chunks 500 --queries 20   # quick
+
+``--large-file-mb 20`` measures instead one large file streamed into a new store (the ingest
+runs in a child process): its peak RSS, the time to its first committed chunk and the chunks
+committed within ``--large-file-seconds``. The child only calls ``RagStore(...).ingest(file)``
+and the parent reads the committed rows with LanceDB directly, so the same command measures an
+older checkout (``PYTHONPATH=old/src``) for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -78,6 +84,72 @@ def time_queries(store, mode: str, count: int) -> tuple[float, float]:
     return percentiles(seconds)
 
 
+def _committed_rows(lance: Path) -> int:
+    """Chunks committed so far, read without the store's code (0 before the table exists)."""
+    import lancedb
+
+    try:
+        return lancedb.connect(str(lance)).open_table("chunks").count_rows()
+    except (ValueError, OSError):  # not created yet
+        return 0
+
+
+def large_file(megabytes: float, seconds: float, seed: int) -> int:
+    """Stream one generated file of ``megabytes`` MB into a new store in a child process."""
+    import subprocess
+
+    import psutil
+
+    rng = np.random.default_rng(seed)
+    words = synthetic_words(rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        big = tmp / "big.txt"
+        with big.open("w", encoding="utf-8") as out:
+            while out.tell() < megabytes * 1e6:
+                out.write("\n\n".join(synthetic_paragraphs(rng, words, 1000)) + "\n\n")
+        size = big.stat().st_size
+        child_code = (
+            "import sys; from tuneforge.rag import RagStore; "
+            "RagStore(sys.argv[1]).ingest(sys.argv[2], progress=False)"
+        )
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-c", child_code, str(tmp / "store"), str(big)])
+        process = psutil.Process(child.pid)
+        peak, first_commit, rows = 0, None, 0
+        while child.poll() is None and time.perf_counter() - start < seconds:
+            try:
+                peak = max(peak, process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            rows = _committed_rows(tmp / "store" / "lance")
+            if rows and first_commit is None:
+                first_commit = time.perf_counter() - start
+            time.sleep(0.25)
+        finished = child.poll() == 0
+        elapsed = time.perf_counter() - start
+        child.kill()
+        child.wait()
+        rows = _committed_rows(tmp / "store" / "lance")
+    table = markdown_table(
+        ["measure", "value"],
+        [
+            ["file (MB)", f"{size / 1e6:.1f}"],
+            [
+                "time to first committed chunk (s, model load included)",
+                f"{first_commit:.1f}" if first_commit is not None else f"none in {elapsed:.0f} s",
+            ],
+            [
+                "chunks committed",
+                f"{rows:,}" + ("" if finished else f" (stopped at {elapsed:.0f} s)"),
+            ],
+            ["peak RSS of the ingest process (GiB)", f"{peak / 2**30:.2f}"],
+        ],
+    )
+    report("rag_large_file", f"RAG: one {size / 1e6:.0f} MB file streamed into a new store", table)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,7 +163,15 @@ def main() -> int:
         "--embed-all", action="store_true", help="embed every chunk of the large store"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--large-file-mb", type=float, default=None, help="measure one large file instead"
+    )
+    parser.add_argument(
+        "--large-file-seconds", type=float, default=240.0, help="stop the large ingest after this"
+    )
     args = parser.parse_args()
+    if args.large_file_mb is not None:
+        return large_file(args.large_file_mb, args.large_file_seconds, args.seed)
 
     from tuneforge.rag import RagStore, load_embedder
     from tuneforge.rag.vector_store import ChunkRecord, DocumentRecord
@@ -135,7 +215,7 @@ def main() -> int:
         start = time.perf_counter()
         batch, per_document = 10_000, 10
         for lo in range(0, args.chunks, batch):
-            items = []
+            documents, chunks = [], []
             for d in range(lo, min(lo + batch, args.chunks), per_document):
                 doc_id = f"synthetic{d // per_document:07d}"
                 source = f"/synthetic/{doc_id}.md"
@@ -154,10 +234,12 @@ def main() -> int:
                     )
                     for i in range(min(per_document, args.chunks - d))
                 ]
-                items.append(
-                    (DocumentRecord(doc_id, source, doc_id, "sha256:-", len(records), "-"), records)
+                chunks.extend(records)
+                documents.append(
+                    DocumentRecord(doc_id, source, doc_id, "sha256:-", len(records), "-")
                 )
-            store.vectors.replace_documents(items)
+            store.vectors.add_chunks(chunks)
+            store.vectors.upsert_documents(documents)
         write_seconds = time.perf_counter() - start
         rows_in_store = store.vectors.count_chunks()
 

@@ -95,3 +95,16 @@ def test_an_existing_folder_with_equals_in_its_name_is_a_bare_dir(tmp_path, monk
 def test_adapter_specs_refuse_mistakes(specs, message):
     with pytest.raises(ConfigError, match=message):
         parse_adapter_specs(specs)
+
+
+def test_every_command_ends_quietly_when_stdout_is_closed():
+    """``tuneforge ... | head`` style: the reader went away; exit 141, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "plan", "--model", "llama-7b", "--method", "lora",
+         "--batch-size", "1", "--max-length", "512"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # before the plan is printed: the process is still importing
+    assert proc.wait(timeout=60) == 141
+    assert b"Traceback" not in proc.stderr.read()

@@ -36,6 +36,47 @@ LORA_ALPHA = 16.0
 LORA_DROPOUT = 0.0
 """Default dropout on the LoRA input."""
 
+NAMES_IN_OTHER_TOOLS = {
+    # transformers TrainingArguments and TRL SFTConfig
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "num_train_epochs": "epochs",
+    "output_dir": "out",
+    "model_name_or_path": "model",
+    "max_seq_length": "max_length",
+    "lr_scheduler_type": "schedule",
+    "optim": "optimizer",
+    "save_steps": "save_every",
+    "eval_steps": "eval_every",
+    "logging_steps": "log_every",
+    "save_total_limit": "keep_checkpoints",
+    "resume_from_checkpoint": "resume",
+    "dataset_text_field": "text_field",
+    "bf16": "dtype: bfloat16",
+    "load_in_4bit": "method: qlora",
+    # peft LoraConfig
+    "r": "lora_r",
+    "lora_rank": "lora_r",
+    # axolotl and LLaMA-Factory
+    "base_model": "model",
+    "micro_batch_size": "batch_size",
+    "num_epochs": "epochs",
+    "sequence_len": "max_length",
+    "cutoff_len": "max_length",
+    "sample_packing": "packing",
+    "lora_target_modules": "target_modules",
+    "lora_target": "target_modules",
+    "val_set_size": "val_fraction",
+    "datasets": "data",
+    "dataset": "data",
+    "adapter": "method",
+    "finetuning_type": "method",
+}
+"""Config keys of the tools users come from -> the tuneforge field (or ``field: value``) for the
+same setting, so an unknown-key error can name ours."""
+
 
 def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
     """The compute dtype a run uses: ``auto`` is bfloat16 on a bf16-capable CUDA device, else float32.

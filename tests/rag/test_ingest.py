@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from rag_samples import write_docs
@@ -192,3 +193,26 @@ def test_concurrent_ingests_in_processes_do_not_corrupt(make_store, tmp_path):
     reopened = RagStore.open(store.folder, embedder=store.embedder)
     assert reopened.stats().documents == 10 and _rows(reopened) == 10
     assert reopened.ingest(folders, progress=False).unchanged == 10
+
+
+def test_an_older_store_gets_the_cjk_text_index_at_its_next_write(make_store, tmp_path):
+    from lancedb.index import FTS
+
+    docs = write_docs(tmp_path / "docs", {"zh.md": "# 保修\n\n本产品的保修期为两年。"})
+    store = make_store()
+    store.ingest(docs, progress=False)
+    # As stores made before the ICU tokenizer: a whole CJK sentence is one token.
+    store.vectors._chunks.create_index("search_text", config=FTS(), replace=True)
+    assert store.search("保修期", top_k=1, mode="bm25") == []
+    write_docs(docs, {"en.md": "# Pumps\n\nThe Orla pump."})
+    store.ingest(docs, progress=False)
+    assert Path(store.search("保修期", top_k=1, mode="bm25")[0].source).name == "zh.md"
+
+
+def test_a_store_folder_missing_its_tables_is_a_clear_error(make_store):
+    import shutil
+
+    store = make_store()
+    shutil.rmtree(store.folder / "lance")
+    with pytest.raises(StoreError, match="tables are missing"):
+        RagStore.open(store.folder, embedder=store.embedder)

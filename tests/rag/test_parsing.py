@@ -89,3 +89,26 @@ def test_folder_walk_skips_hidden_and_missing_path_is_an_error(tmp_path):
     assert names == ["a.md", "b.txt"]
     with pytest.raises(DataError, match="no such file"):
         list(iter_files([tmp_path / "nope"]))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_decoded(tmp_path, encoding):
+    """A UTF-16 file (Windows Notepad's "Unicode") used to be skipped as binary."""
+    path = tmp_path / "notes.txt"
+    text = "Garantie\n\nDie Pumpe hat zwei Jahre Garantie. 保修期为两年。"
+    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # utf-16 and utf-32 write their own BOM
+    path.write_bytes((bom + text).encode(encoding))
+    doc = parse_file(path)
+    assert isinstance(doc, Document), doc
+    assert doc.text == text and doc.title == "Garantie" and not doc.warnings
+
+
+def test_nul_bytes_in_utf8_text_are_dropped_with_a_warning(tmp_path):
+    """One NUL byte used to skip a whole UTF-8 file as binary."""
+    path = tmp_path / "log.md"
+    body = "# Log\n\n" + "The pump ran fine today. " * 400
+    path.write_bytes(body.encode()[:500] + b"\x00" + body.encode()[500:])
+    doc = parse_file(path)
+    assert isinstance(doc, Document)
+    assert doc.text == body.strip()
+    assert doc.warnings == [f"{path}: 1 NUL byte removed (the rest of the file is text)"]

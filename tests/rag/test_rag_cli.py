@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hashing_embedder import HashingEmbedder
 from rag_samples import write_docs
 
+import tuneforge
 from tuneforge.cli import main
+from tuneforge.errors import ConfigError
+from tuneforge.rag import RagStore
 
 DOCS = {
     "pump.md": "# Pump\n\nThe Orla pump costs 70 euros.",
@@ -69,3 +80,85 @@ def test_ask_prints_answer_and_sources(tmp_path, capsys, tiny_model_dir):
     assert main([*args, "Who won the football world cup in 1998?"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("I don't know.") and "no source in the store is close enough" in out
+
+
+def _kb(tmp_path, capsys, docs=DOCS) -> str:
+    store = str(tmp_path / "kb")
+    assert main(["rag", "ingest", "--store", store, str(write_docs(tmp_path / "docs", docs))]) == 0
+    capsys.readouterr()
+    return store
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t "])
+def test_an_empty_query_is_refused(tmp_path, capsys, query):
+    """It used to return arbitrary hits (an empty text embeds to some vector)."""
+    store = _kb(tmp_path, capsys)
+    assert main(["rag", "search", "--store", store, query]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "the query is empty" in err and "give words to search for" in err
+    with pytest.raises(ConfigError, match="the query is empty"):
+        RagStore.open(store).search(query)
+
+
+def test_search_prints_no_terminal_control_characters(tmp_path, capsys):
+    """Documents are untrusted: an escape sequence in one must not reach the terminal."""
+    evil = "# Pump \x1b[2J\n\nThe \x1b[31mOrla\x1b[0m pump \x1b]0;owned\x07costs 70 \u202eeuros."
+    store = _kb(tmp_path, capsys, {"evil.md": evil})
+    assert main(["rag", "search", "--store", store, "--top-k", "1", "Orla pump"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "The \\x1b[31mOrla\\x1b[0m pump" in out and "(§ Pump \\x1b[2J)" in out
+
+
+def test_skipped_file_warnings_are_reported_once(tmp_path, capsys, caplog):
+    """They were printed by the CLI and logged by the library (shown on stderr) too."""
+    docs = write_docs(tmp_path / "docs", DOCS)
+    (docs / "blob.txt").write_bytes(b"\x00\x01\x02\x03")
+    with caplog.at_level(logging.WARNING):
+        assert main(["rag", "ingest", "--store", str(tmp_path / "kb"), str(docs)]) == 0
+    err = capsys.readouterr().err
+    logged = [record.getMessage() for record in caplog.records]
+    assert err.count("blob.txt") + sum("blob.txt" in message for message in logged) == 1
+    assert "warning: skipped" in err and "blob.txt" in err
+
+
+def test_a_folder_without_supported_files_is_an_error_with_a_hint(tmp_path, capsys):
+    """An empty folder used to ingest with exit 0 and no hint."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["rag", "ingest", "--store", str(tmp_path / "kb"), str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert f"no supported files found in {empty}; supported: .htm, .html, .jsonl" in err
+    (empty / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    assert main(["rag", "ingest", "--store", str(tmp_path / "kb"), str(empty)]) == 2
+    assert f"in {empty} (1 file of another type); supported:" in capsys.readouterr().err
+
+
+def test_a_folder_emptied_since_its_ingest_is_synced_not_refused(tmp_path, capsys):
+    store = _kb(tmp_path, capsys)
+    for path in (tmp_path / "docs").iterdir():
+        path.unlink()
+    assert main(["rag", "ingest", "--store", store, str(tmp_path / "docs")]) == 0
+    assert "removed 2" in capsys.readouterr().out
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`rag stats --documents | head` ended in a BrokenPipeError traceback."""
+    docs = write_docs(tmp_path / "docs", {f"d{i}.md": f"# D{i}\n\nFact {i}." for i in range(30)})
+    store = RagStore(tmp_path / "kb", embedder=HashingEmbedder())
+    store.ingest(docs, progress=False)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(tuneforge.__file__).parents[1]), env.get("PYTHONPATH", "")]
+    )
+    command = [sys.executable, "-m", "tuneforge", "rag", "stats", "--store", str(store.folder)]
+    proc = subprocess.Popen(
+        [*command, "--documents"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written (like `head`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141  # 128 + SIGPIPE, as `yes | head` reports
+    assert "Traceback" not in err and "BrokenPipeError" not in err and err == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rag_samples import write_docs
 
 from tuneforge.errors import ConfigError
 from tuneforge.rag import RagStore, reciprocal_rank_fusion
@@ -91,3 +92,26 @@ def test_reranker_reorders_by_cross_encoder_scores(kb_store, tiny_reranker_dir, 
     expected = model.predict([(question, h.text) for h in hits])
     assert [h.score for h in hits] == pytest.approx([float(x) for x in expected], abs=1e-5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_bm25_finds_chinese_and_japanese_text(make_store, tmp_path):
+    """The full-text index read a whole CJK sentence as one token: bm25 found nothing."""
+    docs = write_docs(
+        tmp_path / "docs",
+        {
+            "zh.md": "# 保修\n\n本产品的保修期为两年，从购买之日起计算。我们的总部位于上海浦东新区。",
+            "ja.md": "# 返品\n\n返品は購入後30日以内に受け付けます。東京の倉庫は午前9時に開きます。",
+            "en.md": "# Pumps\n\nThe Orla pump delivers 40 litres per minute.",
+        },
+    )
+    store = make_store()
+    store.ingest(docs, progress=False)
+    for query, name in [
+        ("保修期", "zh.md"),
+        ("上海", "zh.md"),
+        ("倉庫", "ja.md"),
+        ("返品", "ja.md"),
+    ]:
+        hits = store.search(query, top_k=3, mode="bm25")
+        assert [Path(hit.source).name for hit in hits] == [name], query
+    assert Path(store.search("pumps", top_k=1, mode="bm25")[0].source).name == "en.md"

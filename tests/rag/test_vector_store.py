@@ -26,15 +26,18 @@ class MemoryVectorStore:
     def documents(self) -> dict[str, DocumentRecord]:
         return dict(self.docs)
 
-    def replace_documents(self, items: list[tuple[DocumentRecord, list[ChunkRecord]]]) -> None:
-        for document, chunks in items:
-            self.delete_document(document.doc_id)
-            self.docs[document.doc_id] = document
-            self.chunks.update({chunk.chunk_id: chunk for chunk in chunks})
+    def upsert_documents(self, records: list[DocumentRecord]) -> None:
+        self.docs.update({record.doc_id: record for record in records})
 
-    def delete_document(self, doc_id: str) -> None:
-        self.docs.pop(doc_id, None)
-        self.chunks = {k: c for k, c in self.chunks.items() if c.doc_id != doc_id}
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        for doc_id in doc_ids:
+            self.docs.pop(doc_id, None)
+
+    def add_chunks(self, chunks: list[ChunkRecord]) -> None:
+        self.chunks.update({chunk.chunk_id: chunk for chunk in chunks})
+
+    def delete_chunks(self, doc_ids: list[str]) -> None:
+        self.chunks = {k: c for k, c in self.chunks.items() if c.doc_id not in doc_ids}
 
     def count_chunks(self) -> int:
         return len(self.chunks)

@@ -166,3 +166,70 @@ def test_every_config_field_is_documented_once():
         docs = field_docs(cls)
         assert sorted(docs) == sorted(f.name for f in fields(cls)), cls.__name__
         assert all(len(text) > 10 for text in docs.values())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lr: 1e-3\n", {"lr": 1e-3}),  # YAML 1.1 reads this as the string '1e-3'
+        ("lr: 2.5E-4\nweight_decay: 1e-2\n", {"lr": 2.5e-4, "weight_decay": 1e-2}),
+        ("lr: '3e-4'\nwarmup_ratio: '0.1'\n", {"lr": 3e-4, "warmup_ratio": 0.1}),
+        ("max_steps: 1e3\nbatch_size: '16'\n", {"max_steps": 1000, "batch_size": 16}),
+        ("lora_alpha: 32\n", {"lora_alpha": 32}),
+        ("epochs: 2.0\nmax_steps: '1.5e1'\n", {"epochs": 2, "max_steps": 15}),  # whole numbers
+    ],
+)
+def test_numbers_written_as_strings_in_yaml_are_numbers(tmp_path, text, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: a.jsonl\n" + text)
+    config = load_config(path)
+    for name, value in expected.items():
+        got = getattr(config, name)
+        assert got == value and type(got) is type(value), (name, got)
+
+
+def test_numeric_strings_reach_the_data_options_too(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {path: a.jsonl, val_fraction: 5e-2, max_length: '256'}\n")
+    config = load_config(path)
+    assert (config.data.val_fraction, config.data.max_length) == (0.05, 256)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lr: fast\n", "field 'lr' must be a number > 0; got 'fast'"),
+        ("max_steps: '2.5'\n", "field 'max_steps' must be an integer >= 1 or null; got '2.5'"),
+        ("batch_size: 8.5\n", "field 'batch_size' must be an integer >= 1; got 8.5"),
+        ("lr: 1,5\n", "field 'lr' must be a number > 0; got '1,5'"),
+        ("lr: nan\n", "field 'lr' must be a number > 0; got 'nan'"),
+    ],
+)
+def test_strings_that_are_not_plainly_numbers_are_still_refused(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text("data: a.jsonl\n" + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "ours"),
+    [
+        ("learning_rate", "lr"),
+        ("per_device_train_batch_size", "batch_size"),
+        ("gradient_accumulation_steps", "grad_accum"),
+        ("num_train_epochs", "epochs"),
+        ("lora_rank", "lora_r"),
+        ("model_name_or_path", "model"),
+        ("output_dir", "out"),
+        ("max_seq_length", "max_length"),
+    ],
+)
+def test_names_from_trl_and_transformers_point_to_ours(tmp_path, key, ours):
+    path = tmp_path / "trl.yaml"
+    path.write_text(f"data: a.jsonl\n{key}: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"unknown train config field '{key}'" in str(caught.value)
+    assert f"did you mean '{ours}'? ('{key}' is another tool's name" in str(caught.value)

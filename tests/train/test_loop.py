@@ -10,7 +10,8 @@ import torch
 from tiny import build_llama
 from tuneforge.train.checkpoint import latest_checkpoint
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.loop import TrainingData, TrainingDivergedError, fit
+from tuneforge.train.guards import TrainingDivergedError
+from tuneforge.train.loop import TrainingData, fit
 from tuneforge.train.metrics import read_metrics
 
 CPU = torch.device("cpu")
@@ -119,3 +120,48 @@ def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tiny_tokenizer, t
     assert "last good checkpoint" in str(caught.value) and "step-2" in str(caught.value)
     assert latest_checkpoint(tmp_path).name == "step-2"
     assert all(torch.isfinite(p).all() for p in model.parameters())  # no NaN update applied
+
+
+def test_a_run_checkpoints_at_the_end_and_on_a_clock(tiny_tokenizer, tmp_path):
+    """Default cadence (no step cadence, every 10 minutes): one checkpoint, at the end; with a
+    tiny period every step is due."""
+    from tuneforge.train.checkpoint import checkpoint_dirs
+
+    data = TrainingData(lambda _e: hand_batches(4, 2))
+    config = _config(tmp_path / "default", method="full", max_steps=3)
+    assert (config.save_every, config.save_every_minutes) == (0, 10.0)
+    fit(build_llama(tiny_tokenizer).train(), data, config, tmp_path / "default", device=CPU)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "default")] == ["step-3"]
+
+    clock = _config(
+        tmp_path / "clock", method="full", max_steps=3, save_every_minutes=1e-9, keep_checkpoints=5
+    )
+    fit(build_llama(tiny_tokenizer).train(), data, clock, tmp_path / "clock", device=CPU)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "clock")] == ["step-1", "step-2", "step-3"]
+
+
+def test_collapse_to_the_uniform_distribution_stops_like_nan(tiny_tokenizer, tmp_path):
+    """Zeroed final hidden states give every token the same logit: loss = ln(vocab) exactly and
+    no gradient. The run stops after a few such steps; checkpoints of collapsed weights are not
+    left behind, the good one before them is."""
+    import math
+
+    model = build_llama(tiny_tokenizer).train()
+    collapsed = {"from_batch": 3}
+    calls = {"n": 0}
+
+    def flatten(_module, _inputs, output):
+        calls["n"] += 1
+        return output * 0 if calls["n"] > collapsed["from_batch"] else output
+
+    model.model.norm.register_forward_hook(flatten)
+    config = _config(tmp_path, method="full", max_steps=10, save_every=1, keep_checkpoints=10)
+    with pytest.raises(TrainingDivergedError) as caught:
+        fit(model, TrainingData(lambda _e: hand_batches(10, 2)), config, tmp_path, device=CPU)
+    message = str(caught.value)
+    vocab = len(tiny_tokenizer)
+    assert f"ln({vocab}) = {math.log(vocab):.4f}" in message and "lr" in message
+    assert "step 6" in message  # steps 4, 5, 6 collapsed
+    # Step 4 ran on the weights of step 3, already flat: step-3 and later are not kept.
+    assert latest_checkpoint(tmp_path).name == "step-2"
+    assert "step-2" in message

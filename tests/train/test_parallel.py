@@ -140,3 +140,39 @@ def test_rank_share_pads_uneven_steps_with_zero_weight():
     second = rank_share(group, Parallel("ddp", rank=1, world_size=2))
     assert [(int(b["input_ids"][0, 0]), w) for b, w in first] == [(0, 1.0), (2, 1.0)]
     assert [(int(b["input_ids"][0, 0]), w) for b, w in second] == [(1, 1.0), (0, 0.0)]
+
+
+def test_sigterm_to_torchrun_stops_every_rank_after_the_same_step(
+    tiny_model_dir, chat_data, tmp_path
+):
+    """torchrun passes SIGTERM on to its workers: they agree on one step boundary, write one
+    checkpoint together (rank 1 adds its RNG state), exit 143, and one process resumes it."""
+    import signal
+    import time
+
+    from tuneforge.train.checkpoint import latest_checkpoint
+
+    out = tmp_path / "run"
+    args = _args(tiny_model_dir, chat_data, out, "lora", "--max-steps", "500", "--strategy", "ddp")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "tuneforge", *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "metrics.jsonl").exists() or len(_losses(out)[0]) < 2:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no step was logged"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    last = len(_losses(out)[0])
+    assert last < 500
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint is not None and checkpoint.name == f"step-{last}", err[-3000:]
+    assert (checkpoint / "rng.pt").exists() and (checkpoint / "rng-rank1.pt").exists()
+    assert err.count(f"SIGTERM: stopped after step {last} of 500") == 1  # rank 0 reports
+    # One process, the same micro-batches per step (grad_accum 1 x 2 processes = 2 x 1).
+    again = _args(tiny_model_dir, chat_data, out, "lora", "--grad-accum", "2")
+    assert main([*again, "--max-steps", str(last + 1), "--resume"]) == 0
+    assert len(_losses(out)[0]) == last + 1

@@ -5,7 +5,12 @@ Heavy modules (registry, merge, export) are imported on first use of their names
 """
 
 from tuneforge.adapters.identity import BaseIdentity, base_identity
-from tuneforge.adapters.loading import attach_adapter, read_adapter
+from tuneforge.adapters.loading import (
+    attach_adapter,
+    load_base_for_adapters,
+    read_adapter,
+    trained_quantization,
+)
 from tuneforge.adapters.saving import save_adapter
 
 _LAZY = {
@@ -15,22 +20,26 @@ _LAZY = {
     "merge_lora": "tuneforge.adapters.merge",
     "unmerge_lora": "tuneforge.adapters.merge",
     "lora_deltas": "tuneforge.adapters.merge",
+    "ExportReport": "tuneforge.adapters.export",
     "export_gguf": "tuneforge.adapters.export",
-    "write_gguf": "tuneforge.adapters.export",
+    "write_gguf": "tuneforge.export.gguf_file",
 }
 
 __all__ = [
     "AdapterRegistry",
     "BaseIdentity",
+    "ExportReport",
     "MergeReport",
     "attach_adapter",
     "base_identity",
     "export_gguf",
+    "load_base_for_adapters",
     "lora_deltas",
     "merge_adapter",
     "merge_lora",
     "read_adapter",
     "save_adapter",
+    "trained_quantization",
     "unmerge_lora",
     "write_gguf",
 ]

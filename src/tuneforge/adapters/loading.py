@@ -3,12 +3,17 @@
 Every check runs *before* peft touches the model, so a refused adapter leaves the model as it
 was: the base identity (when the folder has one), the LoRA rank and targets against the
 config and the base's layers, and the safetensors file itself.
+
+An adapter runs on the base it was trained on: ``load_base_for_adapters`` loads the base in
+NF4 4-bit for QLoRA adapters (their ``base_identity.json`` records the 4-bit settings), in full
+precision otherwise. ``generate``, ``chat``, ``eval``, ``rag ask`` and ``serve`` load through it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +52,9 @@ class AdapterFiles:
         return path if path.exists() else self.folder / LEGACY_WEIGHTS_FILE
 
 
+_JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+
+
 def read_adapter_config(folder: Path) -> dict:
     """``adapter_config.json`` of ``folder``; AdapterError if missing, invalid or not LoRA."""
     path = Path(folder) / CONFIG_FILE
@@ -55,10 +63,20 @@ def read_adapter_config(folder: Path) -> dict:
             f"{folder}: not an adapter folder (no {CONFIG_FILE}); pass the adapter/ folder "
             "of a training run"
         )
+    if not path.is_file():
+        raise AdapterError(f"{path}: not a file; an adapter's config is a JSON file")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterError(f"{path}: invalid JSON ({err}); restore the file") from err
+    except OSError as err:
+        raise AdapterError(f"{path}: cannot be read ({err.strerror}); fix its permissions") from err
+    if not isinstance(config, dict):
+        kind = _JSON_KINDS.get(type(config), "a number")
+        raise AdapterError(
+            f"{path}: holds {kind}, not a JSON object with the adapter's settings; restore "
+            "the file (peft writes it with save_pretrained)"
+        )
     if config.get("peft_type", "LORA") != "LORA":
         raise AdapterError(
             f"{path}: peft_type {config.get('peft_type')!r} is not supported; tuneforge loads "
@@ -101,6 +119,90 @@ def read_adapter(folder: Path | str) -> AdapterFiles:
         raise AdapterError(f"{folder}: no such adapter folder; pass a folder with {CONFIG_FILE}")
     config = read_adapter_config(folder)
     return AdapterFiles(folder, config, read_adapter_tensors(folder), read_identity(folder))
+
+
+def trained_quantization(folder: Path | str) -> dict | None:
+    """The 4-bit settings of the base the adapter in ``folder`` was trained on, or None.
+
+    None means a full-precision base, or none recorded (an adapter saved by plain peft).
+
+    Raises:
+        AdapterError: the base was 8-bit (tuneforge loads full-precision and 4-bit bases).
+    """
+    from tuneforge.models.quantization import is_four_bit
+
+    identity = read_identity(Path(folder))
+    recorded = identity.quantization if identity is not None else None
+    if recorded and not is_four_bit(recorded):
+        raise AdapterError(
+            f"{folder}: the adapter was trained on an 8-bit base; tuneforge loads adapters of "
+            "full-precision and 4-bit (QLoRA) bases"
+        )
+    return recorded or None
+
+
+def load_base_for_adapters(
+    model_ref: str,
+    adapter_dirs: Iterable[Path | str],
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    home: Path | None = None,
+    progress: bool = True,
+):
+    """Load the base model as the given adapters were trained on it.
+
+    QLoRA adapters get the NF4 4-bit base with the settings they recorded (their compute dtype
+    unless ``dtype`` is given), so they answer as the model they were trained as, and as their
+    merged model does; other adapters (and none) get the full-precision base. One loaded base
+    serves all the adapters (a server's), so they must agree.
+
+    Args:
+        model_ref: the base model reference (``default``, a folder, a ``.gguf`` file, a hub id).
+        adapter_dirs: the adapter folders that will be attached (may be empty).
+        dtype, device, home, progress: as for ``tuneforge.models.load_model``.
+
+    Returns:
+        a ``tuneforge.models.LoadedModel``; its ``precision`` says which base it is.
+
+    Raises:
+        AdapterError: adapters trained on different bases (4-bit and full precision, or other
+            4-bit settings), or an 8-bit one.
+        ModelError: the base cannot be loaded.
+    """
+    from tuneforge.models import load_model
+
+    bases = {Path(folder): trained_quantization(folder) for folder in adapter_dirs}
+    groups: dict[str, list[Path]] = {}  # the base, in words -> the adapters trained on it
+    for folder, quantization in bases.items():
+        groups.setdefault(_base_words(quantization), []).append(folder)
+    if len(groups) > 1:
+        described = "; ".join(
+            f"{', '.join(str(f) for f in folders)} on {words}" for words, folders in groups.items()
+        )
+        raise AdapterError(
+            f"adapters trained on different bases cannot share one base: {described}. Load them "
+            "in separate commands (or servers), one per base; or merge an adapter into a model "
+            "of its own (tuneforge merge) and serve that"
+        )
+    return load_model(
+        model_ref,
+        dtype=dtype,
+        device=device,
+        home=home,
+        progress=progress,
+        quantization=next(iter(bases.values()), None),
+    )
+
+
+def _base_words(quantization: dict | None) -> str:
+    """The base an adapter needs, in words; adapters share a base when these are equal (the
+    compute dtype need not be: it is chosen when loading)."""
+    if quantization is None:
+        return "the full-precision base"
+    quant = str(quantization.get("bnb_4bit_quant_type", "nf4")).upper()
+    double = "" if quantization.get("bnb_4bit_use_double_quant") else ", no double quantization"
+    return f"the {quant} 4-bit base (QLoRA{double})"
 
 
 def linear_shapes(model) -> dict[str, tuple[int, int]]:

@@ -112,30 +112,25 @@ def unmerge_lora(state: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor]
 
 
 def _quantization_config(files: AdapterFiles):
-    """A BitsAndBytesConfig reproducing the 4-bit base of a QLoRA adapter, or None."""
+    """The ``BitsAndBytesConfig`` of a QLoRA adapter's 4-bit base (as trained), or None."""
+    from tuneforge.models.quantization import four_bit_config, is_four_bit
+
     quant = files.identity.quantization if files.identity else None
     if not quant:
         return None
-    if not quant.get("load_in_4bit") and not quant.get("_load_in_4bit"):
+    if not is_four_bit(quant):
         raise AdapterError(
             f"{files.folder}: the adapter was trained on an 8-bit base; tuneforge merges LoRA "
             "adapters of full-precision and 4-bit (QLoRA) bases"
         )
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant.get("bnb_4bit_quant_type", "nf4"),
-        bnb_4bit_use_double_quant=bool(quant.get("bnb_4bit_use_double_quant", False)),
-        bnb_4bit_compute_dtype=torch.float32,
-    )
+    return four_bit_config(torch.float32, quant)
 
 
 def _load_base(source, quantization):
-    from transformers import AutoModelForCausalLM
+    from tuneforge.models.quantization import load_causal_lm
 
-    kwargs = {"quantization_config": quantization} if quantization is not None else {}
-    return AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, **kwargs).eval()
+    cpu = torch.device("cpu")
+    return load_causal_lm(source, dtype=torch.float32, device=cpu, quantization=quantization).eval()
 
 
 def sample_batch(tokenizer) -> dict[str, torch.Tensor]:

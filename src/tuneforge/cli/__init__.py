@@ -7,6 +7,7 @@ heavy libraries (torch, transformers) inside their functions so ``--help`` stays
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tuneforge.errors import TuneforgeError
@@ -20,6 +21,7 @@ _COMMAND_MODULES = [
     "tuneforge.cli.rag_commands",
     "tuneforge.cli.plan_commands",
     "tuneforge.cli.eval_commands",
+    "tuneforge.cli.ui_commands",
 ]
 
 EPILOG = """examples:
@@ -73,7 +75,13 @@ def silence_benign_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Entry point: returns the process exit code.
+
+    0 ok; 2 a user error (``TuneforgeError``, printed on one line); 128 + N when signal N
+    stopped the command: 130 for Ctrl-C (SIGINT), and for ``train`` also 143 for SIGTERM, after
+    the run wrote a checkpoint (``tuneforge.train.TrainingInterrupted``); 141 (128 + SIGPIPE, as
+    a shell reports for ``yes | head``) when the reader of stdout went away, without a traceback.
+    """
     silence_benign_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -81,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit: let that write go to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except TuneforgeError as err:
         print(f"tuneforge: error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tuneforge.cli.options import HelpFormatter, add_model_options
+from tuneforge.cli.options import HelpFormatter, add_model_options, load_model_from_options
 
 METRIC_CHOICES = (
     "perplexity",
@@ -84,7 +84,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from tuneforge.errors import DataError
     from tuneforge.evaluate.runner import evaluate, format_table, load_eval_data
     from tuneforge.generation import GenerationSettings
-    from tuneforge.models import load_model
 
     data = load_eval_data(args.data)
     if args.limit:
@@ -95,12 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
             schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{args.schema}: cannot read the JSON schema ({err})") from err
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    model = loaded.model
-    if args.adapter:
-        from tuneforge.adapters import attach_adapter
-
-        model = attach_adapter(model, args.adapter)
+    model, tokenizer, _ = load_model_from_options(args)  # the base the adapter was trained on
     store = None
     if args.store:
         from tuneforge.rag import RagStore
@@ -108,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> int:
         store = RagStore.open(Path(args.store))
     result = evaluate(
         model,
-        loaded.tokenizer,
+        tokenizer,
         data,
         args.metric,
         store,

@@ -10,6 +10,7 @@ from tuneforge.cli.options import (
     HelpFormatter,
     add_model_options,
     add_sampling_options,
+    base_note,
     load_model_from_options,
     parse_adapter_specs,
     settings_from_options,
@@ -100,11 +101,14 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def generate_side_by_side(args: argparse.Namespace, adapters: dict[str, Path], settings) -> int:
     """``generate`` with several ``--adapter``: the base and each adapter, in one batch."""
-    from tuneforge.adapters import AdapterRegistry
+    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
     from tuneforge.generation import chat_messages
-    from tuneforge.models import load_model
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
+    loaded = load_base_for_adapters(
+        args.model, adapters.values(), dtype=args.dtype, device=args.device
+    )
+    if not args.quiet:
+        print(f"adapters {base_note(loaded)}", file=sys.stderr)
     registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in adapters.items():
         registry.load(name, folder)

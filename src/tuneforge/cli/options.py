@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -80,19 +81,36 @@ def _parse_adapter_spec(spec: str) -> tuple[str, Path]:
 def load_model_from_options(args: argparse.Namespace):
     """Load ``--model`` (``--dtype``, ``--device``) with ``--adapter`` attached when given.
 
+    The base is loaded as the adapter was trained on it (``load_base_for_adapters``: NF4 4-bit
+    for a QLoRA adapter), and a line on stderr says which, unless ``--quiet``.
+
     Returns:
         ``(model, tokenizer, seconds spent loading)``.
     """
-    from tuneforge.adapters import attach_adapter
-    from tuneforge.models import load_model
+    from tuneforge.adapters import attach_adapter, load_base_for_adapters
 
     start = time.perf_counter()
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device)
-    model = loaded.model
     adapter = getattr(args, "adapter", None)
+    adapters = [adapter] if adapter else []
+    loaded = load_base_for_adapters(args.model, adapters, dtype=args.dtype, device=args.device)
+    model = loaded.model
     if adapter:
         model = attach_adapter(model, adapter)
+        if not getattr(args, "quiet", False):
+            print(f"adapter {adapter} {base_note(loaded)}", file=sys.stderr)
     return model, loaded.tokenizer, time.perf_counter() - start
+
+
+def base_note(loaded) -> str:
+    """Which base adapters run on, for a ``LoadedModel`` from ``load_base_for_adapters``:
+    ``on the NF4 4-bit base it was trained on (QLoRA; double quantization, compute float32)``
+    or ``on the full-precision base (float32)``."""
+    from tuneforge.models.quantization import describe_four_bit
+
+    if loaded.quantization is None:
+        return f"on the full-precision base ({loaded.precision})"
+    name, details = describe_four_bit(loaded.quantization)
+    return f"on the {name} base it was trained on (QLoRA; {details})"
 
 
 def settings_from_options(args: argparse.Namespace):

@@ -1,9 +1,14 @@
-"""``tuneforge rag ingest|search|ask|remove|stats``: a document store for grounded answers."""
+"""``tuneforge rag ingest|search|ask|remove|stats``: a document store for grounded answers.
+
+Everything printed from a document (text, paths, headings) passes through ``_printable``:
+documents are untrusted, and an ANSI escape sequence in one must not drive the terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -118,12 +123,35 @@ def _add_retrieval_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# C0 and C1 control characters (ESC starts ANSI sequences) and the bidirectional overrides
+# that make text display in another order than it reads.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_BUT_LAYOUT = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _printable(text: str, keep_layout: bool = False) -> str:
+    """``text`` safe to print: control characters shown as escapes (``\\x1b``, ``\\u202e``).
+
+    Args:
+        keep_layout: keep newlines and tabs (an answer's paragraphs).
+    """
+    return (_CONTROL_BUT_LAYOUT if keep_layout else _CONTROL).sub(_escape, text)
+
+
 def _display_path(source: str) -> str:
-    """A source path relative to the working directory when it lies under it."""
+    """A printable source path, relative to the working directory when it lies under it."""
     try:
-        return os.path.relpath(source) if Path(source).is_relative_to(Path.cwd()) else source
+        shown = os.path.relpath(source) if Path(source).is_relative_to(Path.cwd()) else source
     except ValueError:
-        return source
+        shown = source
+    return _printable(shown)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
@@ -135,9 +163,10 @@ def run_ingest(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         overlap=args.overlap,
     )
-    report = store.ingest(args.paths, text_field=args.text_field, progress=sys.stderr.isatty())
+    # A bar on a terminal, a line every 10 s in a log.
+    report = store.ingest(args.paths, text_field=args.text_field, progress=True)
     for line in report.warnings:
-        print(f"warning: {line}", file=sys.stderr)
+        print(f"warning: {_printable(line)}", file=sys.stderr)
     print(f"{report.summary()} · store: {store.stats().documents} documents")
     return 0
 
@@ -150,10 +179,10 @@ def run_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no matches")
     for n, hit in enumerate(hits, start=1):
-        text = " ".join(hit.text.split())
+        text = _printable(" ".join(hit.text.split()))
         print(
-            f"[{n}] {_display_path(hit.source)} ({hit.location})  score {hit.score:.4f}  "
-            f"similarity {hit.similarity:.3f}"
+            f"[{n}] {_display_path(hit.source)} ({_printable(hit.location)})  "
+            f"score {hit.score:.4f}  similarity {hit.similarity:.3f}"
         )
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
@@ -162,7 +191,9 @@ def run_search(args: argparse.Namespace) -> int:
 def run_ask(args: argparse.Namespace) -> int:
     from tuneforge.cli.options import load_model_from_options, settings_from_options
     from tuneforge.rag import MIN_SIMILARITY, RagStore, answer, parse_citations
+    from tuneforge.rag.retrieval import check_query
 
+    check_query(args.question)  # before a model loads for nothing
     store = RagStore.open(args.store, embedding_model=args.embedding_model, reranker=args.reranker)
     model, tokenizer, _ = load_model_from_options(args)
     result = answer(
@@ -177,7 +208,7 @@ def run_ask(args: argparse.Namespace) -> int:
         source_filter=args.source,
         client_system=args.system,
     )
-    print(result.text)
+    print(_printable(result.text, keep_layout=True))
     if not result.hits:
         print("\n(no source in the store is close enough to this question)")
         return 0
@@ -185,7 +216,7 @@ def run_ask(args: argparse.Namespace) -> int:
     print("\nSources:")
     for n, hit in enumerate(result.hits, start=1):
         mark = "*" if n in cited else " "
-        print(f"{mark}[{n}] {_display_path(hit.source)} ({hit.location})")
+        print(f"{mark}[{n}] {_display_path(hit.source)} ({_printable(hit.location)})")
     if cited:
         print("(* cited in the answer)")
     return 0
@@ -207,8 +238,14 @@ def run_stats(args: argparse.Namespace) -> int:
 
     store = RagStore.open(args.store)
     stats = store.stats()
-    print(f"store:           {stats.folder}")
-    print(f"documents:       {stats.documents}")
+    incomplete = (
+        f" ({stats.incomplete} incomplete: an ingest was interrupted; ingest the same files "
+        "again to finish them)"
+        if stats.incomplete
+        else ""
+    )
+    print(f"store:           {_printable(stats.folder)}")
+    print(f"documents:       {stats.documents}{incomplete}")
     print(f"chunks:          {stats.chunks}")
     print(
         f"embedding model: {stats.embedding_model} ({stats.dimension} dims, {stats.embedding_identity[:19]})"
@@ -217,5 +254,9 @@ def run_stats(args: argparse.Namespace) -> int:
     print(f"size on disk:    {stats.disk_bytes / 2**20:.1f} MiB")
     if args.documents:
         for record in store.documents():
-            print(f"  {record.doc_id}  {record.chunks:>4} chunks  {_display_path(record.source)}")
+            state = "" if record.complete else "  (incomplete)"
+            print(
+                f"  {record.doc_id}  {record.chunks:>4} chunks  "
+                f"{_display_path(record.source)}{state}"
+            )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from tuneforge.cli.config_options import add_config_options, given_options
 from tuneforge.cli.options import HelpFormatter
@@ -17,10 +18,13 @@ EPILOG = """examples:
   tuneforge train --config examples/qlora.yaml --max-steps 50 --out runs/q1 --force
   tuneforge train --data orders.jsonl --method lora --lora-r 16 --packing --out runs/r16
   tuneforge train --data demo --format messages --max-length 256 --skip-invalid --out runs/d
-  tuneforge train --config runs/r16/config.yaml --resume      # continue after a crash
+  tuneforge train --config runs/r16/config.yaml --resume      # continue after a crash or Ctrl-C
+  tuneforge train --config runs/r16/config.yaml --resume --max-steps 400   # train a finished run longer
   torchrun --nproc-per-node 2 -m tuneforge train --config examples/lora.yaml --strategy fsdp
 
 --data demo (or demo:train, demo:test) is the bundled json_orders task.
+Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint (exit 130 / 143);
+runs also checkpoint at their end and every --save-every-minutes (default 10).
 """
 
 
@@ -53,18 +57,28 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Load the config, apply the options, train, print where the results are."""
+    """Load the config, apply the options, train, print where the results are.
+
+    Returns:
+        0, or 130 / 143 when SIGINT / SIGTERM stopped the run (after a checkpoint).
+    """
     from tuneforge.tasks.json_orders import resolve_demo_data
-    from tuneforge.train import load_config, train
+    from tuneforge.train import TrainingInterrupted, load_config, train
 
     config = load_config(args.config, given_options(args, args.config_dests))
     config.data.path = resolve_demo_data(config.data.path)
     if config.val_data:
         config.val_data = resolve_demo_data(config.val_data)
-    result = train(config)
+    reports = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    try:
+        result = train(config)
+    except TrainingInterrupted as stopped:
+        if reports:
+            print(f"tuneforge: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     summary = result.summary
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # under torchrun, rank 0 reports
+    if not reports:
+        return 0
     print(
         f"done: {summary['steps']} steps ({summary['stop_reason']}), final loss "
         f"{summary['final_loss']:.4f}, {summary['tokens_per_s']:.0f} tokens/s; "

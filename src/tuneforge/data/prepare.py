@@ -19,6 +19,7 @@ from tuneforge.data.tokenization import (
     label_rendered,
 )
 from tuneforge.errors import DataError
+from tuneforge.progress import Progress
 
 _CHUNK = 4096  # examples rendered and tokenized per batch call
 
@@ -267,7 +268,7 @@ def prepare_data(config: DataConfig, tokenizer, progress: bool = False) -> Prepa
         skip=config.skip_invalid, count=report.invalid_skipped, samples=report.invalid_samples
     )
     parts = []
-    bar = _progress(len(examples), progress)
+    bar = Progress("tokenizing", len(examples), "example", enabled=progress)
     for part in (train_examples, val_examples):
         kept = []
         for _, _, item in tokenize_examples(part, tokenizer, config, report, renderer, problems):
@@ -279,9 +280,3 @@ def prepare_data(config: DataConfig, tokenizer, progress: bool = False) -> Prepa
     if not parts[0]:
         raise DataError(f"{config.path}: no trainable examples left\n{report.summary()}")
     return PreparedData(train=parts[0], val=parts[1], report=report)
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="ex", desc="tokenizing", disable=not enabled)

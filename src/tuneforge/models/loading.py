@@ -1,4 +1,5 @@
-"""One resolver from a model reference to a loaded model and tokenizer."""
+"""One resolver from a model reference to a loaded model and tokenizer (full precision, or the
+4-bit base of a QLoRA adapter: ``tuneforge.models.quantization``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from tuneforge.home import default_home
 from tuneforge.models.bundled import ensure_default_model
 from tuneforge.models.device import resolve_device, resolve_dtype
 from tuneforge.models.gguf_convert import convert_gguf_to_folder, gguf_cache_dir
+from tuneforge.models.quantization import (
+    describe_four_bit,
+    four_bit_config,
+    load_causal_lm,
+    recorded_compute_dtype,
+)
 from tuneforge.models.reference import ModelRef, parse_ref
 
 
@@ -25,12 +32,24 @@ class LoadedModel:
         tokenizer: its tokenizer (chat template included when the model has one).
         ref: the reference it was loaded from.
         folder: the local folder holding its weights (None for hub ids).
+        quantization: the 4-bit settings its linear layers were loaded with (``four_bit_config``
+            values, compute dtype resolved), or None for full precision.
     """
 
     model: torch.nn.Module
     tokenizer: object
     ref: ModelRef
     folder: Path | None
+    quantization: dict | None = None
+
+    @property
+    def precision(self) -> str:
+        """How the weights are held: ``float32``, ``bfloat16``, or ``NF4 4-bit (double
+        quantization, compute float32)``."""
+        if self.quantization is not None:
+            name, details = describe_four_bit(self.quantization)
+            return f"{name} ({details})"
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
 
 def resolve_folder(
@@ -106,34 +125,46 @@ def load_model(
     device: str = "auto",
     home: Path | None = None,
     progress: bool = True,
+    quantization: dict | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from any model reference.
 
     Args:
         ref: ``default``, a model folder, a ``.gguf`` file or a hub id.
         dtype: ``auto`` (bf16 where the device computes it natively, else fp32; see
-            ``models.device``), ``float32``, ``bfloat16``, ``float16``.
+            ``models.device``), ``float32``, ``bfloat16``, ``float16``; with ``quantization``
+            the compute dtype of the 4-bit layers (``auto``: the one the settings record).
         device: ``auto``, ``cpu`` or ``cuda``.
         home: cache root (default ``$TUNEFORGE_HOME`` or ``~/.cache/tuneforge``).
+        quantization: the 4-bit settings of a QLoRA adapter's base (``BaseIdentity.
+            quantization``) to load the linear layers in 4-bit as in training; None for full
+            precision. ``tuneforge.adapters.load_base_for_adapters`` picks it for adapters.
 
     Raises:
         ModelError: the reference cannot be resolved or its files are unusable.
     """
-    from transformers import AutoModelForCausalLM
-
     ref = parse_ref(ref) if isinstance(ref, str) else ref
     source = resolve_folder(ref, home=home, progress=progress)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    config = None
+    if quantization is not None:
+        if dtype == "auto":
+            torch_dtype = recorded_compute_dtype(quantization) or torch_dtype
+        config = four_bit_config(torch_dtype, quantization)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
+        model = load_causal_lm(source, dtype=torch_dtype, device=torch_device, quantization=config)
     except OSError as err:
         hint = "check the hub id and network access" if ref.kind == "hub" else "check the files"
         raise ModelError(f"{ref.text}: cannot load the model ({err}); {hint}") from err
     tokenizer = load_tokenizer(source)
-    model.to(torch_device).eval()
+    model.eval()
     folder = Path(source) if ref.kind != "hub" else None
-    return LoadedModel(model=model, tokenizer=tokenizer, ref=ref, folder=folder)
+    used = None
+    if config is not None:
+        used = {k: v for k, v in config.to_dict().items() if k.startswith("bnb_4bit_")}
+        used["bnb_4bit_compute_dtype"] = str(torch_dtype).removeprefix("torch.")
+    return LoadedModel(model=model, tokenizer=tokenizer, ref=ref, folder=folder, quantization=used)
 
 
 def list_models(home: Path | None = None) -> list[dict[str, str]]:

@@ -4,6 +4,7 @@ numbered sources. Facts are updated by re-ingesting a file, not by retraining.
     from tuneforge.rag import RagStore, answer
     store = RagStore("kb-store")            # created on first use, bundled embedding model
     store.ingest(["docs/"])                 # added / updated / unchanged / removed / skipped
+                                            # (committed in batches; readers never wait)
     hits = store.search("warranty period", top_k=5, mode="hybrid")
     result = answer("How long is the warranty?", store, model, tokenizer)
 
@@ -14,8 +15,9 @@ Every prompt over retrieved hits is built by :func:`rag_prompt` / :func:`build_r
 
 from tuneforge.rag.answering import RagAnswer, answer
 from tuneforge.rag.chunking import Chunk, ChunkSettings, chunk_document
-from tuneforge.rag.document_store import IngestReport, RagStore, StoreMeta, StoreStats
+from tuneforge.rag.document_store import RagStore, StoreMeta, StoreStats
 from tuneforge.rag.embedding import DEFAULT_EMBEDDING, Embedder, load_embedder
+from tuneforge.rag.ingesting import IngestReport
 from tuneforge.rag.parsing import Document, Section, SkippedFile, parse_file
 from tuneforge.rag.prompting import (
     DEFAULT_PROMPT_FORMAT,

@@ -2,44 +2,43 @@
 
 Layout of a store folder::
 
-    store.json   the embedding model (name, identity, dimension) and chunk settings
-    .lock        a file lock held by every write (ingest, remove), so writers take turns
+    store.json   the embedding model (name, identity, dimension) and chunk settings; written
+                 last when a store is created, so a folder with it holds a whole store
+    .lock        a file lock held by every write (create, ingest, remove): writers take turns
     lance/       the LanceDB tables (chunks with vectors, documents with content hashes), unless
                  another ``VectorStore`` is plugged in
 
-Ingesting is incremental: a file whose content hash is unchanged is skipped, a changed one has
-its chunks replaced, and files that disappeared from an ingested folder are removed, so repeated
-ingests never duplicate rows and never keep stale facts.
+Only writers take the lock. Readers (``search``, ``stats``, ``documents``; ``rag search``,
+``rag stats``, ``serve --store``) open a store while an ingest runs and read its last committed
+version. Ingesting is incremental (``ingesting.py``): a file whose content hash is unchanged is
+skipped, a changed one has its chunks replaced, and files that disappeared from an ingested
+folder are removed, so repeated ingests never duplicate rows and never keep stale facts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tuneforge.atomic import write_json
 from tuneforge.errors import StoreError
-from tuneforge.rag.chunking import ChunkSettings, chunk_document
+from tuneforge.rag.chunking import ChunkSettings
 from tuneforge.rag.embedding import DEFAULT_EMBEDDING, Embedder, load_embedder
-from tuneforge.rag.parsing import Document, SkippedFile, document_id, iter_files, parse_file
-from tuneforge.rag.retrieval import Hit, Reranker, retrieve
-from tuneforge.rag.vector_store import (
-    ANN_MIN_ROWS,
-    ChunkRecord,
-    DocumentRecord,
-    LanceVectorStore,
-    VectorStore,
+from tuneforge.rag.ingesting import (
+    WRITE_BATCH_CHUNKS,
+    IngestReport,
+    ingest_paths,
+    remove_documents,
 )
-
-logger = logging.getLogger(__name__)
+from tuneforge.rag.retrieval import Hit, Reranker, check_query, retrieve
+from tuneforge.rag.vector_store import ANN_MIN_ROWS, DocumentRecord, LanceVectorStore, VectorStore
 
 STORE_FORMAT = 1
 LOCK_TIMEOUT_S = 600.0
-# Chunks embedded and written per batch: bounds memory and the number of table versions.
-WRITE_BATCH_CHUNKS = 2048
+# What a folder may hold before it is a store: the lock, and tables of an interrupted creation.
+_CREATION_LEFTOVERS = {".lock", "lance"}
 
 
 @dataclass
@@ -57,44 +56,16 @@ class StoreMeta:
 
 
 @dataclass
-class IngestReport:
-    """What one ingest did (counts of documents, except ``chunks``).
-
-    Attributes:
-        added: new documents.
-        updated: documents whose content changed (their chunks were replaced).
-        unchanged: documents skipped because their content hash matched.
-        removed: documents dropped because their file disappeared from an ingested folder.
-        skipped: files that could not be used (binary, unreadable, unsupported, empty).
-        chunks: chunks embedded and written.
-        warnings: one line per skipped file or skipped part of a file.
-        seconds: wall time.
-    """
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    skipped: int = 0
-    chunks: int = 0
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        """One line of counts, e.g. ``added 20, updated 0, ... · 38 chunks embedded in 0.4 s``."""
-        return (
-            f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, "
-            f"removed {self.removed}, skipped {self.skipped} · {self.chunks} chunks embedded "
-            f"in {self.seconds:.1f} s"
-        )
-
-
-@dataclass
 class StoreStats:
-    """A store at a glance: counts, embedding model, chunk settings, size on disk (bytes)."""
+    """A store at a glance: counts, embedding model, chunk settings, size on disk (bytes).
+
+    ``incomplete`` counts documents whose ingest was interrupted (included in ``documents``);
+    the next ingest of their files writes them again.
+    """
 
     folder: str
     documents: int
+    incomplete: int
     chunks: int
     embedding_model: str
     embedding_identity: str
@@ -142,34 +113,73 @@ class RagStore:
 
         self.folder = Path(folder).expanduser().resolve()
         self._meta_path = self.folder / "store.json"
-        if not self._meta_path.exists():
-            if not create:
-                raise StoreError(
-                    f"{self.folder}: no RAG store here (no store.json); create one with "
-                    f"`tuneforge rag ingest --store {folder} DOCS`"
-                )
-            if self.folder.exists() and any(self.folder.iterdir()):
-                raise StoreError(
-                    f"{self.folder}: folder is not empty and is not a RAG store (no store.json); "
-                    "pick an empty or new folder"
-                )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.folder / ".lock"), timeout=LOCK_TIMEOUT_S)
         self._embedder = embedder
         self._reranker_ref = reranker
         self._reranker: Reranker | None = None
-        with self._lock:
-            if self._meta_path.exists():
-                self.meta = self._read_meta()
-                self._check_request(embedding_model, chunk_size, overlap)
-            else:
-                self.meta = self._new_meta(embedding_model, chunk_size, overlap)
-                write_json(self._meta_path, asdict(self.meta))
+        self._lock = FileLock(str(self.folder / ".lock"), timeout=LOCK_TIMEOUT_S)
+        if self._meta_path.exists():
+            # A reader takes no lock: store.json is written last (and atomically) at creation.
+            self._open_existing(embedding_model, chunk_size, overlap)
+        elif not create:
+            raise StoreError(
+                f"{self.folder}: no RAG store here (no store.json); create one with "
+                f"`tuneforge rag ingest --store {folder} DOCS`"
+            )
+        else:
+            vector_store = self._create(
+                embedding_model, chunk_size, overlap, ann_min_rows, vector_store
+            )
         if vector_store is None:
             vector_store = LanceVectorStore(
                 self.folder / "lance", self.meta.dimension, ann_min_rows
             )
         self._vectors = vector_store
+
+    def _create(
+        self,
+        embedding_model: str | None,
+        chunk_size: int | None,
+        overlap: int | None,
+        ann_min_rows: int,
+        vector_store: VectorStore | None,
+    ) -> VectorStore | None:
+        """Create the store under the writers' lock, or open it if another process just did.
+
+        Returns:
+            the vector store made for it (``vector_store`` when one was given; None when the
+            store existed already and its LanceDB tables are yet to be opened).
+        """
+        self._check_creatable()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if self._meta_path.exists():
+                self._open_existing(embedding_model, chunk_size, overlap)
+                return vector_store
+            self._check_creatable()
+            self.meta = self._new_meta(embedding_model, chunk_size, overlap)
+            # The tables first, store.json last: a folder with store.json holds a whole store.
+            if vector_store is None:
+                vector_store = LanceVectorStore(
+                    self.folder / "lance", self.meta.dimension, ann_min_rows, create=True
+                )
+            write_json(self._meta_path, asdict(self.meta))
+            return vector_store
+
+    def _open_existing(
+        self, embedding_model: str | None, chunk_size: int | None, overlap: int | None
+    ) -> None:
+        self.meta = self._read_meta()
+        self._check_request(embedding_model, chunk_size, overlap)
+
+    def _check_creatable(self) -> None:
+        """A new store goes into a missing or empty folder (or one left by a creation)."""
+        if self.folder.exists() and any(
+            entry.name not in _CREATION_LEFTOVERS for entry in self.folder.iterdir()
+        ):
+            raise StoreError(
+                f"{self.folder}: folder is not empty and is not a RAG store (no store.json); "
+                "pick an empty or new folder"
+            )
 
     @classmethod
     def open(cls, folder: Path | str, **kwargs) -> RagStore:
@@ -258,110 +268,46 @@ class RagStore:
     # -- writing --------------------------------------------------------------------------
 
     def ingest(
-        self, paths: list[Path | str] | Path | str, text_field: str = "text", progress: bool = True
+        self,
+        paths: list[Path | str] | Path | str,
+        text_field: str = "text",
+        progress: bool = True,
+        batch_chunks: int = WRITE_BATCH_CHUNKS,
     ) -> IngestReport:
-        """Bring the store in step with files and folders.
+        """Bring the store in step with files and folders, committing as it goes.
 
         New files are added, changed ones replaced, unchanged ones skipped (by content hash),
-        and documents whose file disappeared from an ingested folder are removed.
+        and documents whose file disappeared from an ingested folder are removed. Chunks are
+        embedded and committed ``batch_chunks`` at a time, so memory stays bounded and a kill
+        loses the batch in flight at most (see ``tuneforge.rag.ingesting``).
 
         Args:
             paths: files and/or folders.
             text_field: the text field of ``.jsonl`` files.
-            progress: show a progress bar while embedding.
+            progress: show the chunks committed on stderr (a bar on a terminal, else a line
+                every 10 s).
+            batch_chunks: chunks embedded and committed at a time.
+
+        Returns:
+            the counts; ``warnings`` lists skipped files and altered parts of files (this is
+            the only place they are reported).
 
         Raises:
-            DataError: a path does not exist.
+            DataError: a path does not exist, or the paths hold no supported file.
         """
-        start = time.perf_counter()
         if isinstance(paths, str | Path):
             paths = [paths]
-        report = IngestReport()
         embedder = self.embedder
         with self._lock:
-            existing = self._vectors.documents()
-            pending: list[tuple[Document, str]] = []  # (document, "added"/"updated")
-            roots: set[Path] = set()
-            for file, root in iter_files(paths):
-                if root is not None:
-                    roots.add(root)
-                parsed = parse_file(file, text_field=text_field)
-                if isinstance(parsed, SkippedFile):
-                    report.skipped += 1
-                    report.warnings.append(f"skipped {parsed.path}: {parsed.reason}")
-                    continue
-                report.warnings.extend(parsed.warnings)
-                known = existing.get(document_id(parsed.source))
-                if known is not None and known.content_hash == parsed.content_hash:
-                    report.unchanged += 1
-                else:
-                    pending.append((parsed, "added" if known is None else "updated"))
-            report.chunks = self._write(pending, embedder, progress)
-            for _, kind in pending:
-                setattr(report, kind, getattr(report, kind) + 1)
-            for record in existing.values():
-                source = Path(record.source)
-                if any(source.is_relative_to(root) for root in roots) and not source.exists():
-                    self._vectors.delete_document(record.doc_id)
-                    report.removed += 1
-            self._vectors.optimize()
-        for line in report.warnings:
-            logger.warning(line)
-        report.seconds = time.perf_counter() - start
-        return report
-
-    def _write(
-        self, pending: list[tuple[Document, str]], embedder: Embedder, progress: bool
-    ) -> int:
-        """Chunk, embed (in batches) and store ``pending`` documents; returns chunks written."""
-        from tqdm import tqdm
-
-        settings = self.chunk_settings
-        chunked = [(doc, chunk_document(doc, embedder.tokenizer, settings)) for doc, _ in pending]
-        total = sum(len(chunks) for _, chunks in chunked)
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        bar = tqdm(total=total, unit="chunk", desc="embedding", disable=not progress)
-        batch: list[tuple[Document, list]] = []
-        with bar:
-            for i, item in enumerate(chunked):
-                batch.append(item)
-                size = sum(len(chunks) for _, chunks in batch)
-                if size >= WRITE_BATCH_CHUNKS or i == len(chunked) - 1:
-                    self._write_batch(batch, embedder, now)
-                    bar.update(size)
-                    batch = []
-        return total
-
-    def _write_batch(
-        self, batch: list[tuple[Document, list]], embedder: Embedder, now: str
-    ) -> None:
-        texts = [f"{doc.title}\n{chunk.text}" for doc, chunks in batch for chunk in chunks]
-        vectors = embedder.encode(texts)
-        items, row = [], 0
-        for doc, chunks in batch:
-            doc_id = document_id(doc.source)
-            records = []
-            for n, chunk in enumerate(chunks):
-                records.append(
-                    ChunkRecord(
-                        chunk_id=f"{doc_id}:{n}",
-                        doc_id=doc_id,
-                        text=chunk.text,
-                        search_text=texts[row],
-                        source=doc.source,
-                        title=doc.title,
-                        location=chunk.location,
-                        start=chunk.start,
-                        end=chunk.end,
-                        vector=vectors[row],
-                    )
-                )
-                row += 1
-            record = DocumentRecord(
-                doc_id, doc.source, doc.title, doc.content_hash, len(chunks), now
+            return ingest_paths(
+                self._vectors,
+                embedder,
+                self.chunk_settings,
+                paths,
+                text_field=text_field,
+                progress=progress,
+                batch_chunks=batch_chunks,
             )
-            items.append((record, records))
-        self._vectors.replace_documents(items)
 
     def remove(self, target: str | Path) -> list[DocumentRecord]:
         """Remove a document by id or path, or every document under a folder.
@@ -388,8 +334,7 @@ class RagStore:
                     f"{target}: no document with this id or path in {self.folder}; "
                     f"`tuneforge rag stats --store {self.folder} --documents` lists them"
                 )
-            for record in matched:
-                self._vectors.delete_document(record.doc_id)
+            remove_documents(self._vectors, matched)
             self._vectors.optimize()
         return matched
 
@@ -402,9 +347,11 @@ class RagStore:
     def stats(self) -> StoreStats:
         """Counts, embedding model, chunk settings and size on disk."""
         disk = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        documents = self._vectors.documents().values()
         return StoreStats(
             folder=str(self.folder),
-            documents=len(self._vectors.documents()),
+            documents=len(documents),
+            incomplete=sum(not record.complete for record in documents),
             chunks=self._vectors.count_chunks(),
             embedding_model=self.meta.embedding_model,
             embedding_identity=self.meta.embedding_identity,
@@ -428,7 +375,12 @@ class RagStore:
             top_k: hits to return.
             mode: ``dense`` (embeddings), ``bm25`` (full text) or ``hybrid`` (both, fused).
             source_filter: only chunks from this file, or from files under this folder.
+
+        Raises:
+            ConfigError: the query is empty or only whitespace, or ``mode``/``top_k`` is
+                invalid.
         """
+        check_query(query)
         vector = self.embedder.encode([query])[0]
         prefix = str(Path(source_filter).expanduser().resolve()) if source_filter else None
         if self._reranker_ref and self._reranker is None:

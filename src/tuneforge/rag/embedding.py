@@ -122,8 +122,13 @@ def load_embedder(ref: str = "default", device: str = "cpu") -> Embedder:
         ConfigError: the model cannot be found or loaded.
     """
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
     name, source = resolve_embedding(ref)
+    # transformers draws a "Loading weights" bar with carriage returns even into a log file;
+    # loading a small embedding model takes well under a second, so it is noise.
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = SentenceTransformer(source, device=device)
     except (OSError, ValueError) as err:
@@ -131,6 +136,9 @@ def load_embedder(ref: str = "default", device: str = "cpu") -> Embedder:
             f"embedding model {ref!r}: cannot load it ({err}); pass 'default', a "
             "sentence-transformers folder, or a hub id that is cached or reachable"
         ) from err
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()
     folder = Path(source)
     identity = _weights_identity(folder) if folder.is_dir() else f"hub:{source}"
     return Embedder(name=name, source=source, identity=identity, model=model)

@@ -2,12 +2,15 @@
 
 Supported: ``.txt``, ``.md``/``.markdown``, ``.html``/``.htm``, ``.pdf``, ``.jsonl`` (one named
 text field per line). A document is one file; its sections are the units a location points to
-(a Markdown or HTML heading, a PDF page, a JSONL line). Files that cannot be read (binary, not
-UTF-8, encrypted, no text) are reported as skipped with a reason, never silently dropped.
+(a Markdown or HTML heading, a PDF page, a JSONL line). Text files are UTF-8, or UTF-16/UTF-32
+with a byte-order mark. Files that cannot be read (binary, another encoding, encrypted, no
+text) are reported as skipped with a reason, never silently dropped; a few stray NUL bytes in
+a text file are removed, with a warning, and the rest is kept.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -19,6 +22,19 @@ from pathlib import Path
 from tuneforge.errors import DataError
 
 SUPPORTED_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl"}
+# Byte-order marks, longest first (the UTF-32-LE mark begins with the UTF-16-LE one).
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+# Control bytes that plain text does not hold (tab, newlines, form feed, escape excepted).
+_CONTROL_BYTES = bytes(set(range(32)) - {9, 10, 11, 12, 13, 27})
+# Above this share of control bytes a "text" file is binary (binary formats are full of them;
+# UTF-16 without a byte-order mark is half NULs); below, NULs are stray and removed.
+_BINARY_CONTROL_SHARE = 0.10
 
 
 @dataclass
@@ -115,12 +131,9 @@ def parse_file(path: Path, text_field: str = "text") -> Document | SkippedFile:
     if suffix == ".pdf":
         result = _parse_pdf(path, raw)
     else:
-        if b"\x00" in raw[:8192]:
-            return SkippedFile(str(path), "binary content (NUL bytes) in a text file")
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as err:
-            return SkippedFile(str(path), f"not UTF-8 text (byte {err.start}); convert it to UTF-8")
+        text = _decode_text(raw, path, notes)
+        if isinstance(text, SkippedFile):
+            return text
         if suffix in (".md", ".markdown"):
             result = _parse_markdown(text, path)
         elif suffix in (".html", ".htm"):
@@ -140,6 +153,39 @@ def parse_file(path: Path, text_field: str = "text") -> Document | SkippedFile:
         section.offset = offset
         offset += len(section.text) + 2  # the "\n\n" that Document.text puts between sections
     return Document(str(path), title, content_hash, sections, [f"{path}: {n}" for n in notes])
+
+
+def _decode_text(raw: bytes, path: Path, notes: list[str]) -> str | SkippedFile:
+    """The text of a text file: UTF-8, or UTF-16/32 with a byte-order mark.
+
+    A file whose bytes are more than 10% control characters is binary. Below that, NUL bytes
+    are stray (a crashed editor, a log written by a C program): they are removed with a note,
+    rather than losing the whole file.
+    """
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as err:
+                return SkippedFile(str(path), f"not valid {codec.upper()} text (byte {err.start})")
+    controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
+    if controls > _BINARY_CONTROL_SHARE * len(raw):
+        return SkippedFile(
+            str(path),
+            "binary content (NUL or other control bytes) in a text file; if it is UTF-16 "
+            "text without a byte-order mark, convert it to UTF-8",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return SkippedFile(str(path), f"not UTF-8 text (byte {err.start}); convert it to UTF-8")
+    nuls = text.count("\x00")
+    if nuls:
+        notes.append(
+            f"{nuls} NUL byte{'s' if nuls > 1 else ''} removed (the rest of the file is text)"
+        )
+        text = text.replace("\x00", "")
+    return text
 
 
 def _first_line_title(text: str, path: Path) -> str:

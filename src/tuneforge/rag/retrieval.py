@@ -110,6 +110,20 @@ class Reranker:
         return sorted(hits, key=lambda hit: hit.score, reverse=True)
 
 
+def check_query(query: str) -> None:
+    """Refuse a query with nothing to search for.
+
+    An empty query embeds to an arbitrary vector, so dense search "found" arbitrary chunks.
+
+    Raises:
+        ConfigError: ``query`` is empty or only whitespace.
+    """
+    if not query.strip():
+        raise ConfigError(
+            f"the query is empty{' (only whitespace)' if query else ''}: give words to search for"
+        )
+
+
 def retrieve(
     store: VectorStore,
     query_vector: np.ndarray,
@@ -129,7 +143,11 @@ def retrieve(
         mode: ``dense``, ``bm25`` or ``hybrid``.
         source_prefix: only chunks from this file, or from files under this folder.
         reranker: if given, rescore a wider candidate set with it and keep the best ``top_k``.
+
+    Raises:
+        ConfigError: an empty query, an unknown mode, or ``top_k`` < 1.
     """
+    check_query(query)
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if top_k < 1:

@@ -1,11 +1,13 @@
 """Where chunks and their vectors live: a small ``VectorStore`` interface and its LanceDB form.
 
 The interface is what retrieval and ingestion need and nothing more, so a server store
-(Postgres + pgvector, Qdrant) plugs into ``RagStore(folder, vector_store=...)``. ``LanceVectorStore`` keeps two tables in an
-embedded LanceDB folder: ``chunks`` (id, document id, text, vector, metadata) and ``documents``
-(one row per source file with its content hash). Full-text search uses LanceDB's native BM25
-index; an approximate-nearest-neighbour (IVF-PQ) index is built once a table is large enough
-that scanning every vector costs more than the index's small loss of recall.
+(Postgres + pgvector, Qdrant) plugs into ``RagStore(folder, vector_store=...)``.
+``LanceVectorStore`` keeps two tables in an embedded LanceDB folder: ``chunks`` (id, document
+id, text, vector, metadata) and ``documents`` (one row per source file with its content hash).
+Full-text search uses LanceDB's native BM25 index with ICU word segmentation (so Chinese and
+Japanese text is found too); an approximate-nearest-neighbour (IVF-PQ) index is built once a
+table is large enough that scanning every vector costs more than the index's small loss of
+recall.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from tuneforge.errors import StoreError
 
 # Below this many chunks a brute-force scan is fast (about 10 ms per 10,000 chunks) and exact.
 ANN_MIN_ROWS = 50_000
+# LanceDB's full-text tokenizer: ICU word boundaries, CJK included. The "simple" tokenizer
+# read a whole CJK sentence as one token (and dropped tokens over 40 characters), so bm25
+# found none of it; ICU keeps English stemming and stop words as they were.
+FTS_TOKENIZER = "icu"
 
 
 @dataclass
@@ -54,7 +60,11 @@ class ChunkRecord:
 
 @dataclass
 class DocumentRecord:
-    """One stored document: its source, title, content hash and chunk count."""
+    """One stored document: its source, title, content hash and chunk count.
+
+    ``content_hash`` is empty while the document's chunks are being written; an ingest killed
+    then leaves it so (``complete`` is False), and the next ingest writes the document again.
+    """
 
     doc_id: str
     source: str
@@ -63,19 +73,35 @@ class DocumentRecord:
     chunks: int
     ingested_at: str
 
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk of the document is stored (its last ingest finished)."""
+        return bool(self.content_hash)
+
 
 @runtime_checkable
 class VectorStore(Protocol):
-    """What a chunk store must do. Scores: cosine similarity (dense) or BM25 (text)."""
+    """What a chunk store must do. Scores: cosine similarity (dense) or BM25 (text).
+
+    Each write method is one commit to one table. The order of writes that keeps a store
+    consistent when a writer is killed between two of them (a document row is complete only
+    once all its chunks are stored) is the caller's: ``tuneforge.rag.ingesting``.
+    """
 
     def documents(self) -> dict[str, DocumentRecord]:
         """Every stored document, by id."""
 
-    def replace_documents(self, items: list[tuple[DocumentRecord, list[ChunkRecord]]]) -> None:
-        """Store each document with its chunks, replacing any chunks it had before."""
+    def upsert_documents(self, records: list[DocumentRecord]) -> None:
+        """Insert document rows, replacing any row with the same ``doc_id``."""
 
-    def delete_document(self, doc_id: str) -> None:
-        """Remove a document and all its chunks (no error if absent)."""
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        """Remove these document rows, not their chunks (absent ids are no error)."""
+
+    def add_chunks(self, chunks: list[ChunkRecord]) -> None:
+        """Append chunks."""
+
+    def delete_chunks(self, doc_ids: list[str]) -> None:
+        """Remove every chunk of these documents."""
 
     def count_chunks(self) -> int:
         """How many chunks are stored."""
@@ -96,6 +122,10 @@ class VectorStore(Protocol):
 
 def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _ids_where(doc_ids: list[str]) -> str:
+    return f"doc_id IN ({', '.join(_sql_string(doc_id) for doc_id in doc_ids)})"
 
 
 def _source_where(source_prefix: str | None) -> str | None:
@@ -120,50 +150,85 @@ _CHUNK_COLUMNS = [
 ]
 
 
+def _schemas(dimension: int):
+    """The Arrow schemas of the ``chunks`` and ``documents`` tables."""
+    import pyarrow as pa
+
+    chunks = pa.schema(
+        [
+            ("chunk_id", pa.string()),
+            ("doc_id", pa.string()),
+            ("text", pa.string()),
+            ("search_text", pa.string()),
+            ("source", pa.string()),
+            ("title", pa.string()),
+            ("location", pa.string()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+            ("vector", pa.list_(pa.float32(), dimension)),
+        ]
+    )
+    documents = pa.schema(
+        [
+            ("doc_id", pa.string()),
+            ("source", pa.string()),
+            ("title", pa.string()),
+            ("content_hash", pa.string()),
+            ("chunks", pa.int64()),
+            ("ingested_at", pa.string()),
+        ]
+    )
+    return chunks, documents
+
+
 class LanceVectorStore:
     """A ``VectorStore`` in an embedded LanceDB folder.
 
+    Opening writes nothing, so readers work while a writer commits: every read sees the last
+    committed table versions (LanceDB tables are multi-version).
+
     Args:
-        folder: the LanceDB folder (created if missing).
+        folder: the LanceDB folder.
         dimension: embedding length (floats); fixes the ``vector`` column's type.
         ann_min_rows: build an ANN index once the chunk table holds this many rows.
+        create: create the tables and the full-text index when missing (a store's creator
+            does this once, under the store's lock).
+
+    Raises:
+        StoreError: the tables are missing (and ``create`` is False), or their vectors have
+            another dimension.
     """
 
-    def __init__(self, folder: Path, dimension: int, ann_min_rows: int = ANN_MIN_ROWS) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        dimension: int,
+        ann_min_rows: int = ANN_MIN_ROWS,
+        create: bool = False,
+    ) -> None:
         import lancedb
-        import pyarrow as pa
 
+        self.folder = folder
         self.dimension = dimension
         self.ann_min_rows = ann_min_rows
         # Interval 0: every read checks for newer table versions, so a store object sees what
         # other processes (or other store objects) wrote since it was opened.
         self._db = lancedb.connect(str(folder), read_consistency_interval=timedelta(0))
-        chunk_schema = pa.schema(
-            [
-                ("chunk_id", pa.string()),
-                ("doc_id", pa.string()),
-                ("text", pa.string()),
-                ("search_text", pa.string()),
-                ("source", pa.string()),
-                ("title", pa.string()),
-                ("location", pa.string()),
-                ("start", pa.int64()),
-                ("end", pa.int64()),
-                ("vector", pa.list_(pa.float32(), dimension)),
-            ]
-        )
-        document_schema = pa.schema(
-            [
-                ("doc_id", pa.string()),
-                ("source", pa.string()),
-                ("title", pa.string()),
-                ("content_hash", pa.string()),
-                ("chunks", pa.int64()),
-                ("ingested_at", pa.string()),
-            ]
-        )
-        self._chunks = self._db.create_table("chunks", schema=chunk_schema, exist_ok=True)
-        self._documents = self._db.create_table("documents", schema=document_schema, exist_ok=True)
+        if create:
+            chunk_schema, document_schema = _schemas(dimension)
+            self._chunks = self._db.create_table("chunks", schema=chunk_schema, exist_ok=True)
+            self._documents = self._db.create_table(
+                "documents", schema=document_schema, exist_ok=True
+            )
+            self.ensure_text_index()
+        else:
+            try:
+                self._chunks = self._db.open_table("chunks")
+                self._documents = self._db.open_table("documents")
+            except ValueError as err:  # LanceDB: "Table 'chunks' was not found"
+                raise StoreError(
+                    f"{folder}: the store's tables are missing ({err}); rebuild the store"
+                ) from err
         stored = self._chunks.schema.field("vector").type.list_size
         if stored != dimension:
             raise StoreError(
@@ -175,23 +240,26 @@ class LanceVectorStore:
         rows = self._documents.to_arrow().to_pylist()
         return {row["doc_id"]: DocumentRecord(**row) for row in rows}
 
-    def replace_documents(self, items: list[tuple[DocumentRecord, list[ChunkRecord]]]) -> None:
-        if not items:
-            return
-        # One delete, one append, one upsert per call: each LanceDB write is a new table version.
-        # The document rows (with their hashes) go last, so an interrupted write leaves a stale
-        # or missing hash and the next ingest redoes that document.
-        ids = ", ".join(_sql_string(document.doc_id) for document, _ in items)
-        self._chunks.delete(f"doc_id IN ({ids})")
-        chunks = [chunk for _, document_chunks in items for chunk in document_chunks]
+    def upsert_documents(self, records: list[DocumentRecord]) -> None:
+        if records:
+            (
+                self._documents.merge_insert("doc_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute([asdict(record) for record in records])
+            )
+
+    def delete_documents(self, doc_ids: list[str]) -> None:
+        if doc_ids:
+            self._documents.delete(_ids_where(doc_ids))
+
+    def add_chunks(self, chunks: list[ChunkRecord]) -> None:
         if chunks:
             self._chunks.add(self._chunk_table(chunks))
-        (
-            self._documents.merge_insert("doc_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute([asdict(document) for document, _ in items])
-        )
+
+    def delete_chunks(self, doc_ids: list[str]) -> None:
+        if doc_ids:
+            self._chunks.delete(_ids_where(doc_ids))
 
     def _chunk_table(self, chunks: list[ChunkRecord]):
         """Chunks as one Arrow table (vectors as a fixed-size list column, no Python floats)."""
@@ -205,10 +273,6 @@ class LanceVectorStore:
         flat = np.stack([chunk.vector for chunk in chunks]).astype(np.float32).reshape(-1)
         columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), self.dimension)
         return pa.table(columns, schema=self._chunks.schema)
-
-    def delete_document(self, doc_id: str) -> None:
-        self._documents.delete(f"doc_id = {_sql_string(doc_id)}")
-        self._chunks.delete(f"doc_id = {_sql_string(doc_id)}")
 
     def count_chunks(self) -> int:
         return self._chunks.count_rows()
@@ -245,7 +309,11 @@ class LanceVectorStore:
         if not query.strip() or self.count_chunks() == 0:
             return []
         if not self._has_index("search_text"):
-            self._create_fts_index()
+            # Readers never write; only a store made by an older version can lack the index.
+            raise StoreError(
+                f"{self.folder}: this store has no full-text index yet; run `tuneforge rag "
+                "ingest` on it once (any path) to build it"
+            )
         search = (
             self._chunks.search(query, query_type="fts", fts_columns="search_text")
             .select([*_CHUNK_COLUMNS, "_score"])
@@ -259,17 +327,26 @@ class LanceVectorStore:
     def _has_index(self, column: str) -> bool:
         return any(column in index.columns for index in self._chunks.list_indices())
 
-    def _create_fts_index(self) -> None:
+    def ensure_text_index(self) -> None:
+        """Create the full-text index, or rebuild one made with another tokenizer (a write).
+
+        Rows added after the index is built are searched too (unindexed) until ``optimize``
+        folds them in, so the index is made once, when the table is created.
+        """
         from lancedb.index import FTS
 
-        self._chunks.create_index("search_text", config=FTS(), replace=True)
+        for index in self._chunks.list_indices():
+            if "search_text" in index.columns:
+                details = getattr(index, "index_details", None) or {}
+                if details.get("base_tokenizer") == FTS_TOKENIZER:
+                    return
+        self._chunks.create_index(
+            "search_text", config=FTS(base_tokenizer=FTS_TOKENIZER), replace=True
+        )
 
     def optimize(self) -> None:
+        self.ensure_text_index()
         rows = self.count_chunks()
-        if rows == 0:
-            return
-        if not self._has_index("search_text"):
-            self._create_fts_index()
         if rows >= self.ann_min_rows and not self._has_index("vector"):
             from lancedb.index import IvfPq
 

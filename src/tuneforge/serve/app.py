@@ -11,7 +11,6 @@ guard, the Host check, the body limit (``serve.guards``); then the route, behind
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import time
@@ -25,7 +24,6 @@ from tuneforge.serve.completions import build_router
 from tuneforge.serve.config import (
     AdapterPathError,
     ServeSettings,
-    check_adapter_config,
     check_adapter_path,
 )
 from tuneforge.serve.engine import Engine, UnknownModelError
@@ -108,7 +106,6 @@ def _admin_router() -> APIRouter:
             )
         try:
             folder = check_adapter_path(body.lora_path, state.settings.adapter_roots)
-            await asyncio.to_thread(check_adapter_config, folder)
             await state.engine.load_adapter(body.lora_name, folder)
         except AdapterPathError as err:
             raise ApiError(

@@ -3,11 +3,9 @@ the adapter roots that bound what ``/v1/load_lora_adapter`` may load."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneforge.adapters.loading import CONFIG_FILE
 from tuneforge.errors import AdapterError, ConfigError
 from tuneforge.serve.guards import host_name
 
@@ -141,35 +139,3 @@ def check_adapter_path(path: Path | str, roots: list[Path]) -> Path:
     if resolved is not None and any(resolved.is_relative_to(root) for root in roots):
         return resolved
     raise AdapterPathError(OUTSIDE_THE_ROOTS)
-
-
-_JSON_KINDS = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
-
-
-def check_adapter_config(folder: Path) -> None:
-    """Refuse an ``adapter_config.json`` that is not a readable file holding a JSON object.
-
-    The adapter loader (``tuneforge.adapters.read_adapter``) reports a missing config and
-    invalid JSON itself; these are the shapes it does not expect.
-
-    Raises:
-        AdapterError: the config is a folder or unreadable, or holds an array, a string, a
-            number, true/false or null.
-    """
-    path = folder / CONFIG_FILE
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise AdapterError(f"{path}: not a file; an adapter's config is a JSON file")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise AdapterError(f"{path}: cannot be read ({err.strerror}); fix its permissions") from err
-    except ValueError:
-        return  # invalid JSON or text: the loader names the problem
-    if not isinstance(config, dict):
-        kind = _JSON_KINDS.get(type(config), "a number")
-        raise AdapterError(
-            f"{path}: holds {kind}, not a JSON object with the adapter's settings; restore "
-            "the file (peft writes it with save_pretrained)"
-        )

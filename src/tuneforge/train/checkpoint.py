@@ -4,10 +4,12 @@ A checkpoint is a folder ``checkpoints/step-N/`` holding:
 
 - ``trainable.safetensors``: every trainable parameter by name (the adapters for lora/qlora,
   the whole model for full);
-- ``optimizer.pt``, ``scheduler.pt``: their state dicts;
+- ``optimizer.pt``: its state dict (the learning-rate schedule needs none: it is a function of
+  the step and the run's total steps, rebuilt on resume; see ``loop.build_scheduler``);
 - ``rng.pt``: python, numpy, torch and CUDA generator states (``rng-rank<r>.pt`` for the other
   ranks of a multi-process run);
-- ``state.json``: the step, the data position (epoch, next batch index) and loop state.
+- ``state.json``: the step, the data position (epoch, next batch index), the micro-batches per
+  optimizer step (``grad_accum x processes``) and loop state.
 
 It is written under a temporary name and renamed into place, so a SIGKILL leaves either the
 complete new checkpoint or none; older checkpoints are pruned only after the new one exists.
@@ -80,7 +82,6 @@ def save_checkpoint(
     step: int,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler,
     state: dict[str, Any],
     keep: int = 2,
     parallel: par.Parallel | None = None,
@@ -111,7 +112,6 @@ def save_checkpoint(
         with staged_dir(final, replace=True) as tmp:
             save_file(tensors, str(tmp / "trainable.safetensors"))
             torch.save(optim_state, tmp / "optimizer.pt")
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rng_states(), tmp / "rng.pt")
             (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     parallel.barrier()
@@ -136,14 +136,28 @@ def _by_name(optim_state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     }
 
 
+def read_state(folder: Path) -> dict[str, Any]:
+    """The loop state (``state.json``) of a checkpoint folder."""
+    return json.loads((Path(folder) / "state.json").read_text(encoding="utf-8"))
+
+
+def remove_checkpoints_from(run_dir: Path, step: int, parallel: par.Parallel | None = None) -> None:
+    """Delete the checkpoints of ``step`` and later (weights known to be bad); rank 0 deletes."""
+    parallel = parallel or par.Parallel()
+    if parallel.is_main:
+        for folder in checkpoint_dirs(run_dir):
+            if int(_STEP_DIR.match(folder.name).group(1)) >= step:
+                shutil.rmtree(folder)
+    parallel.barrier()
+
+
 def load_checkpoint(
     folder: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler,
     parallel: par.Parallel | None = None,
 ) -> dict[str, Any]:
-    """Restore model, optimizer, scheduler and RNG states from a checkpoint; return its state.
+    """Restore model, optimizer and RNG states from a checkpoint; return its loop state.
 
     Works whatever process count and strategy wrote the checkpoint.
 
@@ -173,10 +187,9 @@ def load_checkpoint(
         par.load_optimizer_state(model, optimizer, optim_state)
     else:
         optimizer.load_state_dict(optim_state)
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt"))
     rng_file = folder / _rng_file(parallel.rank)
     if not rng_file.exists():  # resumed with more processes than wrote the checkpoint
         rng_file = folder / "rng.pt"
     # Our own file: numpy's state is a tuple of arrays, which the weights-only loader refuses.
     restore_rng_states(torch.load(rng_file, weights_only=False))
-    return json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    return read_state(folder)

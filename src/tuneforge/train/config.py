@@ -13,6 +13,8 @@ train/validation split (``data.seed`` is set from it and is not a key of a train
 from __future__ import annotations
 
 import difflib
+import re
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,14 @@ from tuneforge.tuning_vocabulary import (
     LORA_METHODS,
     LORA_R,
     METHODS,
+    NAMES_IN_OTHER_TOOLS,
     OPTIMIZERS,
     STRATEGIES,
 )
 
 SCHEDULES = ("cosine", "linear", "constant")
+# Experiment trackers a run can also log its metrics to (``train.metrics``; optional extras).
+REPORT_TARGETS = ("tensorboard", "mlflow")
 # Data options a training config also takes at its top level (the form before ``data:`` nested);
 # ``data`` itself may be a path string. The split seed is the run's ``seed``.
 FLAT_DATA_KEYS = tuple(f.name for f in fields(DataConfig) if f.name not in ("path", "seed"))
@@ -81,8 +86,15 @@ class TrainConfig:
         warmup_ratio: share of the optimizer steps spent warming up linearly from 0.
         seed: seed of initialisation, data order, dropout and the train/validation split.
         eval_every: run validation every N optimizer steps (0 = at the end of each epoch).
-        save_every: checkpoint every N optimizer steps (0 = only at the end).
+        save_every: checkpoint every N optimizer steps (0 = off). Whatever the cadence, a run
+            checkpoints at its end and when SIGINT/SIGTERM stops it (then exits 130/143).
+        save_every_minutes: also checkpoint once this many minutes have passed since the last
+            checkpoint (0 = off), so a crash loses minutes of training, not the run.
         log_every: write a metrics line every N optimizer steps.
+        report_to: experiment trackers that also receive each metrics line: ``tensorboard``
+            (event files in ``RUN/tensorboard``) and/or ``mlflow`` (``$MLFLOW_TRACKING_URI``,
+            else a local file store in ``mlruns`` beside the run). ``metrics.jsonl`` is
+            written either way and stays the record.
         keep_checkpoints: how many recent checkpoints to keep.
         early_stopping_patience: stop after N validations without improvement (0 = off).
         num_threads: torch CPU threads (null = torch's default).
@@ -121,7 +133,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0
     save_every: int = 0
+    save_every_minutes: float = 10.0
     log_every: int = 1
+    report_to: list[str] = field(default_factory=list, metadata={"choices": REPORT_TARGETS})
     keep_checkpoints: int = 2
     early_stopping_patience: int = 0
     num_threads: int | None = None
@@ -187,7 +201,7 @@ class TrainConfig:
             "warmup_ratio",
             f"must be in [0, 1); got {self.warmup_ratio!r}",
         )
-        for name in ("weight_decay", "max_grad_norm"):
+        for name in ("weight_decay", "max_grad_norm", "save_every_minutes"):
             value = getattr(self, name)
             _check(_is_number(value) and value >= 0, name, f"must be a number >= 0; got {value!r}")
         _check(
@@ -207,6 +221,13 @@ class TrainConfig:
             "target_modules",
             "must be a non-empty list of module names (e.g. [q_proj, v_proj]) or null for every "
             "linear layer but the output head",
+        )
+        if isinstance(self.report_to, str):
+            self.report_to = [t.strip() for t in self.report_to.split(",") if t.strip()]
+        _check(
+            isinstance(self.report_to, list) and set(self.report_to) <= set(REPORT_TARGETS),
+            "report_to",
+            f"must be a list of {', '.join(REPORT_TARGETS)} (or empty); got {self.report_to!r}",
         )
         for name in (
             "packing",
@@ -300,13 +321,64 @@ def nest_data_options(values: dict[str, Any], source: str = "config") -> dict[st
 
 
 def _unknown_key(key: str, known: list[str], source: str, kind: str) -> ConfigError:
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    ours = NAMES_IN_OTHER_TOOLS.get(key)
+    if ours is not None:
+        hint = (
+            f"; did you mean '{ours}'? ('{key}' is another tool's name: transformers, TRL, peft...)"
+        )
+    else:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"{source}: unknown {kind} field '{key}'{hint}")
+
+
+# A plain decimal number: YAML 1.1 (PyYAML) reads ``1e-3`` or ``5E-4`` as a string, since its
+# float grammar wants a dot and a signed exponent. Hex, ``nan``, ``inf`` or ``1,5`` stay strings.
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _number_fields(cls: type) -> dict[str, type]:
+    """The fields of the dataclass ``cls`` that hold an int or a float (optional or not)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+        if len(options) == 1 and options[0] in (int, float):
+            kinds[name] = options[0]
+    return kinds
+
+
+def _as_number(value: Any, kind: type) -> Any:
+    """``value`` as a ``kind`` when it plainly is one: a decimal string (``'1e-3'``, ``'16'``),
+    or a whole float for an int field (``2.0``, ``'1e3'``); anything else unchanged, for the
+    field's own check to refuse with the value as written."""
+    number = value
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        text = value.strip()
+        number = int(text) if _INTEGER.fullmatch(text) else float(text)
+    if kind is int and isinstance(number, float):
+        return int(number) if number.is_integer() else value
+    return number
+
+
+def read_numbers(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    """Turn numbers written as strings into numbers for the int and float fields of ``cls``.
+
+    YAML 1.1 reads ``lr: 1e-3`` as the string ``'1e-3'``; a user means the number. Only plain
+    decimals are read (see ``_as_number``); other values are left for validation to refuse.
+    """
+    kinds = _number_fields(cls)
+    return {
+        key: _as_number(value, kinds[key]) if key in kinds else value
+        for key, value in values.items()
+    }
 
 
 def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build a TrainConfig from a mapping (flat or nested data options; see the module docstring).
+
+    Numbers written as strings (``lr: 1e-3``, which YAML 1.1 reads as a string) are read as
+    numbers (``read_numbers``).
 
     Raises:
         ConfigError: an unknown key or an invalid value; the message names the source and field.
@@ -321,8 +393,8 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> TrainCon
         if key not in data_known:
             raise _unknown_key(key, data_known, source, "data config")
     try:
-        data = DataConfig(**values.pop("data"))
-        return TrainConfig(data=data, **values)
+        data = DataConfig(**read_numbers(values.pop("data"), DataConfig))
+        return TrainConfig(data=data, **read_numbers(values, TrainConfig))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     except TypeError as err:  # e.g. a nested mapping where a scalar belongs

@@ -3,7 +3,9 @@
 Per optimizer step: run ``grad_accum`` micro-batches, each loss divided by the supervised tokens
 of the whole step (so accumulation equals one big batch), clip, step AdamW and the schedule.
 Validation, early stopping and checkpoints happen between steps. A non-finite loss or gradient
-norm stops the run before the optimizer touches the weights, keeping the last good checkpoint.
+norm, or a collapse to the uniform distribution (``tuneforge.train.guards``), stops the run
+before the optimizer applies the step, keeping the last good checkpoint. SIGINT/SIGTERM stop it
+at a step boundary after a checkpoint (``tuneforge.train.signals``).
 
 Multi-process runs pass a ``Parallel`` (see ``tuneforge.train.parallel``): a step then takes
 ``grad_accum x world_size`` micro-batches, each rank runs its share, and only rank 0 logs and
@@ -18,21 +20,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGINT, SIGTERM, Signals
 
 import torch
 from torch import nn
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tuneforge.progress import Progress
+from tuneforge.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_checkpoints_from,
+    save_checkpoint,
+)
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
+from tuneforge.train.guards import CollapseWatch, TrainingDivergedError
+from tuneforge.train.loss import output_size, supervised_loss_sum, supervised_token_count
 from tuneforge.train.metrics import MetricsLog, peak_memory_bytes, reset_peak_memory
 from tuneforge.train.parallel import Parallel, full_tensor
-
-
-class TrainingDivergedError(TuneforgeError):
-    """The loss or the gradient norm became NaN or infinite."""
-
+from tuneforge.train.signals import StopSignals, TrainingInterrupted
 
 Batch = dict[str, torch.Tensor]
 
@@ -102,17 +108,38 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer == "adamw":
         # fused: one kernel for every parameter instead of ~10 ops per tensor (CPU and CUDA).
         fused = all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params)
-        return torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None
         )
-    import bitsandbytes as bnb
+    else:
+        import bitsandbytes as bnb
 
-    cls = bnb.optim.AdamW8bit if config.optimizer == "adamw_8bit" else bnb.optim.PagedAdamW8bit
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+        kind = config.optimizer
+        cls = bnb.optim.AdamW8bit if kind == "adamw_8bit" else bnb.optim.PagedAdamW8bit
+        optimizer = cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        # The peak rate build_scheduler scales; set here so that a fresh optimizer and one
+        # loaded from a checkpoint hold the same keys (FSDP's loader insists).
+        group["initial_lr"] = config.lr
+    return optimizer
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
-    """Linear warmup over ``warmup_ratio`` of the steps, then cosine, linear or constant."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int, start_step: int = 0
+):
+    """Linear warmup over ``warmup_ratio`` of the steps, then cosine, linear or constant.
+
+    The learning rate is a function of the step and the run's total steps only, so a resumed
+    run rebuilds the schedule instead of loading one: ``start_step`` (the steps already done)
+    puts it where an uninterrupted run of ``steps`` steps would be. A run extended to more steps
+    gets the schedule of its new total from its current step on: the rate it would have had,
+    had it been planned that long (no restart of the warmup, no step at the old schedule's 0.0).
+
+    Args:
+        optimizer: from ``build_optimizer`` (its groups hold ``initial_lr``, the peak rate).
+        steps: the run's total optimizer steps.
+        start_step: optimizer steps already done (0 for a new run).
+    """
     from transformers import (
         get_constant_schedule_with_warmup,
         get_cosine_schedule_with_warmup,
@@ -120,11 +147,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     )
 
     warmup = int(config.warmup_ratio * steps)
+    last = start_step - 1  # torch counts the construction as a step
     if config.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, steps)
+        return get_cosine_schedule_with_warmup(optimizer, warmup, steps, last_epoch=last)
     if config.schedule == "linear":
-        return get_linear_schedule_with_warmup(optimizer, warmup, steps)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
+        return get_linear_schedule_with_warmup(optimizer, warmup, steps, last_epoch=last)
+    return get_constant_schedule_with_warmup(optimizer, warmup, last_epoch=last)
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -175,6 +203,7 @@ def evaluate_loss(
             total += weight * float(_loss_sum(model, parallel, batch))
         count += int(weight) * supervised_token_count(batch)
     total, count = parallel.sum([total, count], device)
+    parallel.reshard()
     model.train(was_training)
     return total / count if count else float("nan")
 
@@ -208,6 +237,54 @@ def _train_step(
     return loss_total / supervised, float(full_tensor(grad_norm))
 
 
+class _Checkpoints:
+    """The loop's checkpoint writer: at most one checkpoint per step, and the clock of
+    ``save_every_minutes`` (minutes since the last checkpoint, or since training started)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        state: dict,
+        config: TrainConfig,
+        parallel: Parallel,
+        saved_step: int | None,
+    ) -> None:
+        self.run_dir, self.model, self.optimizer = run_dir, model, optimizer
+        self.state, self.config, self.parallel = state, config, parallel
+        self.saved_step = saved_step  # the step of the newest checkpoint (None: none yet)
+        self.saved_at = time.monotonic()
+
+    def clock_due(self) -> bool:
+        """True when ``save_every_minutes`` have passed since the last checkpoint."""
+        minutes = self.config.save_every_minutes
+        trained = self.state["step"] > (self.saved_step or 0)  # a step since the last one
+        return trained and minutes > 0 and time.monotonic() - self.saved_at >= minutes * 60
+
+    def save(self) -> Path:
+        """Checkpoint the current step unless it already is; return its folder (every rank)."""
+        step = self.state["step"]
+        if self.saved_step != step:
+            save_checkpoint(
+                self.run_dir,
+                step,
+                self.model,
+                self.optimizer,
+                self.state,
+                self.config.keep_checkpoints,
+                self.parallel,
+            )
+            self.saved_step = step
+        self.saved_at = time.monotonic()
+        return self.run_dir / "checkpoints" / f"step-{step}"
+
+
+def _kept(run_dir: Path) -> str:
+    kept = latest_checkpoint(run_dir)
+    return f"the last good checkpoint is {kept}" if kept else "no good checkpoint was saved"
+
+
 def fit(
     model: nn.Module,
     data: TrainingData,
@@ -219,6 +296,11 @@ def fit(
     parallel: Parallel | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
+
+    Checkpoints (``run_dir/checkpoints/step-N``) are written every ``save_every`` steps, once
+    ``save_every_minutes`` have passed since the last one, at the end (so a finished run can be
+    extended), and when SIGINT or SIGTERM asks the run to stop: the signal is honoured at the
+    next step boundary, agreed by every rank (see ``tuneforge.train.signals``).
 
     Args:
         model: a prepared model (see ``tuneforge.train.methods``), in train mode.
@@ -234,10 +316,11 @@ def fit(
         a FitResult.
 
     Raises:
-        TrainingDivergedError: the loss or gradient norm became NaN or infinite; no weight was
-            updated with it and the last checkpoint is intact.
+        TrainingDivergedError: the loss or gradient norm became NaN or infinite (no weight was
+            updated with it), or the model collapsed to the uniform distribution (see
+            ``tuneforge.train.guards``); the last good checkpoint is kept.
+        TrainingInterrupted: SIGINT or SIGTERM stopped the run after a checkpoint.
     """
-    from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     parallel = parallel or Parallel()
@@ -246,7 +329,6 @@ def fit(
     steps = total_steps(config, data, parallel.world_size)
     group_size = config.grad_accum * parallel.world_size
     optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config, steps)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
     state = {
         "step": 0,
@@ -258,9 +340,14 @@ def fit(
     }
     checkpoint = latest_checkpoint(run_dir) if config.resume else None
     if checkpoint is not None:
-        state.update(load_checkpoint(checkpoint, model, optimizer, scheduler, parallel))
+        state.update(load_checkpoint(checkpoint, model, optimizer, parallel))
+    state["micro_batches_per_step"] = group_size  # what a resume must keep (train.resume)
+    scheduler = build_scheduler(optimizer, config, steps, start_step=state["step"])
     if is_main:
         metrics.truncate_after(state["step"])
+    saved_step = state["step"] if checkpoint is not None else None
+    checkpoints = _Checkpoints(run_dir, model, optimizer, state, config, parallel, saved_step)
+    collapse = CollapseWatch(output_size(model))
 
     def validate() -> bool:
         """Run validation; return True when early stopping says stop."""
@@ -277,86 +364,86 @@ def fit(
         patience = config.early_stopping_patience
         return bool(patience) and state["bad_evals"] >= patience
 
-    bar = tqdm(
-        total=steps,
-        initial=state["step"],
-        desc="train",
-        unit="step",
-        disable=not (config.progress and is_main),
+    bar = Progress(
+        "train", steps, "step", initial=state["step"], enabled=config.progress and is_main
     )
     model.train()
     reset_peak_memory(device)  # the training's peak, not a transient of loading the weights
     stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
     start = time.perf_counter()
     batches, batches_epoch = None, None
-    while state["step"] < steps:
-        if batches_epoch != state["epoch"]:
-            batches, batches_epoch = data.epoch_batches(state["epoch"]), state["epoch"]
-        index = state["batch_index"]
-        group = batches[index : index + group_size]
-        tick = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
-        loss, grad_norm = _train_step(model, group, params, config, device, compute_dtype, parallel)
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+    with StopSignals() as signals, contextlib.closing(bar):
+        while state["step"] < steps:
+            # A step boundary: every rank takes the same decision (one all-reduce).
+            sigint, sigterm, clock_due = parallel.any_rank(
+                [signals.received == SIGINT, signals.received == SIGTERM, checkpoints.clock_due()],
+                device,
+            )
+            if sigint or sigterm:
+                raise _interrupted(SIGINT if sigint else SIGTERM, checkpoints.save(), steps)
+            if clock_due and not collapse.suspected:
+                checkpoints.save()
+            if batches_epoch != state["epoch"]:
+                batches, batches_epoch = data.epoch_batches(state["epoch"]), state["epoch"]
+            index = state["batch_index"]
+            group = batches[index : index + group_size]
+            tick = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            loss, grad_norm = _train_step(
+                model, group, params, config, device, compute_dtype, parallel
+            )
+            step = state["step"] + 1
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                parallel.barrier()
+                raise TrainingDivergedError(
+                    f"step {step}: loss {loss} / grad norm {grad_norm} is not finite; training "
+                    f"stopped before updating the weights ({_kept(run_dir)}). Lower 'lr', keep "
+                    "'max_grad_norm' > 0, or use dtype float32"
+                )
+            if collapse.update(step, loss, grad_norm):
+                # The first flat step ran on the weights checkpointed as its previous step.
+                remove_checkpoints_from(run_dir, collapse.first_step - 1, parallel)
+                raise TrainingDivergedError(collapse.message(step, loss, _kept(run_dir)))
+            optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            bar.close()
-            parallel.barrier()
-            kept = latest_checkpoint(run_dir)
-            where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was saved"
-            raise TrainingDivergedError(
-                f"step {state['step'] + 1}: loss {loss} / grad norm {grad_norm} is not finite; "
-                f"training stopped before updating the weights ({where}). Lower 'lr', keep "
-                "'max_grad_norm' > 0, or use dtype float32"
+            step_tokens = sum(data.count_tokens(b) for b in group)
+            step_seconds = time.perf_counter() - tick
+            tokens, seconds, last_loss = tokens + step_tokens, seconds + step_seconds, loss
+            state["step"] = step
+            state["batch_index"] = index + len(group)
+            epoch_done = state["batch_index"] >= len(batches)
+            if epoch_done:
+                state["epoch"], state["batch_index"] = state["epoch"] + 1, 0
+            tokens_per_s = step_tokens / step_seconds if step_seconds > 0 else 0.0
+            if step % config.log_every == 0 or step == steps:
+                metrics.write(
+                    {
+                        "step": step,
+                        "epoch": state["epoch"] if not epoch_done else state["epoch"] - 1,
+                        "loss": loss,
+                        "lr": lr,
+                        "tokens": step_tokens,
+                        "tokens_per_s": round(tokens_per_s, 2),
+                        "grad_norm": grad_norm,
+                        "peak_memory_bytes": peak_memory_bytes(device),
+                        "elapsed_s": round(time.perf_counter() - start, 3),
+                    }
+                )
+            bar.update(1, {"loss": f"{loss:.4f}", "tok_s": f"{tokens_per_s:.0f}"})
+            due_eval = (config.eval_every and step % config.eval_every == 0) or (
+                not config.eval_every and epoch_done
             )
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_tokens = sum(data.count_tokens(b) for b in group)
-        step_seconds = time.perf_counter() - tick
-        tokens, seconds, last_loss = tokens + step_tokens, seconds + step_seconds, loss
-        state["step"] += 1
-        state["batch_index"] = index + len(group)
-        epoch_done = state["batch_index"] >= len(batches)
-        if epoch_done:
-            state["epoch"], state["batch_index"] = state["epoch"] + 1, 0
-        tokens_per_s = step_tokens / step_seconds if step_seconds > 0 else 0.0
-        if state["step"] % config.log_every == 0 or state["step"] == steps:
-            metrics.write(
-                {
-                    "step": state["step"],
-                    "epoch": state["epoch"] if not epoch_done else state["epoch"] - 1,
-                    "loss": loss,
-                    "lr": lr,
-                    "tokens": step_tokens,
-                    "tokens_per_s": round(tokens_per_s, 2),
-                    "grad_norm": grad_norm,
-                    "peak_memory_bytes": peak_memory_bytes(device),
-                    "elapsed_s": round(time.perf_counter() - start, 3),
-                }
-            )
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}")
-        due_eval = (config.eval_every and state["step"] % config.eval_every == 0) or (
-            not config.eval_every and epoch_done
-        )
-        should_stop = validate() if due_eval else False
-        if config.save_every and state["step"] % config.save_every == 0:
-            save_checkpoint(
-                run_dir,
-                state["step"],
-                model,
-                optimizer,
-                scheduler,
-                state,
-                config.keep_checkpoints,
-                parallel,
-            )
-        if should_stop:
-            stop_reason = "early_stopping"
-            break
-    if stop_reason == "completed" and state["last_eval_step"] != state["step"]:
-        validate()  # the final model always gets a validation loss
-    bar.close()
+            should_stop = validate() if due_eval else False
+            if config.save_every and step % config.save_every == 0 and not collapse.suspected:
+                checkpoints.save()
+            if should_stop:
+                stop_reason = "early_stopping"
+                break
+        if stop_reason == "completed" and state["last_eval_step"] != state["step"]:
+            validate()  # the final model always gets a validation loss
+        checkpoints.save()  # the end: a finished run can be extended from here
     return FitResult(
         steps=state["step"],
         stop_reason=stop_reason,
@@ -365,4 +452,17 @@ def fit(
         tokens=tokens,
         seconds=seconds,
         peak_memory_bytes=peak_memory_bytes(device),
+    )
+
+
+def _interrupted(number: int, checkpoint: Path, steps: int) -> TrainingInterrupted:
+    step = int(checkpoint.name.removeprefix("step-"))
+    run_dir = checkpoint.parent.parent
+    return TrainingInterrupted(
+        f"{Signals(number).name}: stopped after step {step} of {steps}; checkpoint {checkpoint} "
+        f"written. Continue with the same settings and --resume (tuneforge train --config "
+        f"{run_dir / 'config.yaml'} --resume)",
+        number,
+        step,
+        checkpoint,
     )

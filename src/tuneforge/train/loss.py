@@ -25,6 +25,12 @@ def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def output_size(model: nn.Module) -> int:
+    """Rows of the output head: the vocabulary the loss normalises over (sharded or not)."""
+    _, head = causal_lm_parts(model)
+    return int(head.weight.shape[0])
+
+
 def supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift labels by one and find the supervised positions.
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,70 +109,31 @@ def _load_base(
     source: str, method: str, compute_dtype: torch.dtype, device: torch.device, attention: str
 ):
     """Load the base causal LM: fp32 (full), compute dtype (lora) or NF4 4-bit (qlora)."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from tuneforge.models.quantization import four_bit_config, load_causal_lm
 
-    kwargs: dict = {"attn_implementation": attention}
+    quantization = None
     if method == "qlora":
-        # transformers quantizes every nn.Linear but the output head while loading, on CPU too
-        # (bitsandbytes >= 0.48 has a CPU backend), so the fp32 weights never all sit in memory.
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-            bnb_4bit_quant_storage=torch.uint8,
-        )
-        kwargs["device_map"] = {"": device}
-        kwargs["dtype"] = compute_dtype
+        dtype, quantization = compute_dtype, four_bit_config(compute_dtype)
     elif method == "lora":
-        kwargs["dtype"] = compute_dtype  # frozen: storing it in bf16 halves its memory
+        dtype = compute_dtype  # frozen: storing it in bf16 halves its memory
     else:
-        kwargs["dtype"] = torch.float32  # trainable: fp32 master weights
+        dtype = torch.float32  # trainable: fp32 master weights
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        return load_causal_lm(
+            source, dtype=dtype, device=device, quantization=quantization, attention=attention
+        )
     except OSError as err:
         raise ModelError(f"{source}: cannot load the model ({err})") from err
-    if method == "qlora":
-        _keep_4bit_layers_differentiable(model)
-        _release_checkpoint_mapping(model)
-    else:
-        model.to(device)
-    return model
 
 
-@torch.no_grad()
-def _release_checkpoint_mapping(model: nn.Module) -> None:
-    """Give the tensors that stayed unquantized (embeddings, norms) their own memory.
-
-    Loaded from safetensors, they are views of the memory-mapped checkpoint file, which keeps
-    the whole mapping alive: every page quantization read (all the full-precision weights) stays
-    resident. Measured on the default model: 0.3 GiB of RSS that a 4-bit base is meant to save.
-    """
-    for module in model.modules():
-        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        for tensor in tensors:
-            if tensor.dtype != torch.uint8:  # packed 4-bit weights are already our own
-                tensor.data = tensor.data.clone()
-    gc.collect()
-
-
-def _keep_4bit_layers_differentiable(model: nn.Module) -> None:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
-
-    bitsandbytes 0.50 repacks a ``Linear4bit`` for its AVX512-BF16 CPU kernel the first time it
-    runs in eval mode without grad (e.g. during validation), and that kernel has no backward:
-    every later training step would silently lose the gradient flowing through the frozen base
-    layers into earlier adapters. Training keeps the dequantize-and-matmul path instead.
-    """
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
-def prepare_model(config: TrainConfig, device: torch.device, home: Path | None = None):
+def prepare_model(
+    config: TrainConfig, device: torch.device, home: Path | None = None, tokenizer=None
+):
     """Load the base model named by ``config.model`` and make it trainable per ``config.method``.
+
+    Args:
+        tokenizer: the model's tokenizer when the caller loaded it already (``train`` does, to
+            read the data before the model); loaded here otherwise.
 
     Returns:
         a PreparedModel.
@@ -186,7 +146,7 @@ def prepare_model(config: TrainConfig, device: torch.device, home: Path | None =
 
     compute_dtype = compute_dtype_for(config, device)
     source = str(resolve_folder(config.model, home=home, progress=config.progress))
-    tokenizer = load_tokenizer(source)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     torch.manual_seed(config.seed)
     attention = attention_implementation(
         device.type, _dtype_name(compute_dtype), config.data.max_length

@@ -121,11 +121,27 @@ class Parallel:
         torch.distributed.all_reduce(tensor)
         return tensor.tolist()
 
+    def any_rank(self, flags: list[bool], device: torch.device) -> list[bool]:
+        """Each flag, true when it is true on any rank: one decision every rank agrees on
+        (a signal one rank received, a clock one rank read). Identity in one process."""
+        return [total > 0 for total in self.sum([float(flag) for flag in flags], device)]
+
     def no_sync(self, last: bool):
         """DDP: skip the gradient all-reduce on every micro-batch of a step but the last."""
         if self.strategy == "ddp" and not last:
             return self.module.no_sync()
         return contextlib.nullcontext()
+
+    def reshard(self) -> None:
+        """FSDP: shard again the parameters a forward left gathered (no-op otherwise).
+
+        FSDP2 keeps the root module's parameters gathered after its forward, for the backward
+        that usually follows. After validation no backward follows: the parameters would stay
+        gathered, and reading the optimizer state (a checkpoint) then fails, since it is keyed
+        by the sharded parameters.
+        """
+        if self.strategy == "fsdp":
+            self.module.reshard()
 
     def shutdown(self) -> None:
         """Leave the process group."""

@@ -1,8 +1,14 @@
 """A whole training run: run directory, model, data, plan, ``fit``, final save, summary.
 
 ``train(config)`` is what ``tuneforge train`` and ``make demo`` call. The run directory holds
-``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/step-N/``, ``adapter/`` (lora,
-qlora; PEFT format) or ``model/`` (full; safetensors + tokenizer) and ``summary.json``.
+``config.yaml`` (resolved), ``inputs.json`` (SHA-256 of the data files), ``metrics.jsonl``,
+``checkpoints/step-N/``, ``adapter/`` (lora, qlora; PEFT format) or ``model/`` (full;
+safetensors + tokenizer) and ``summary.json``.
+
+Everything a user can get wrong is checked before the run directory is touched: the options,
+the run directory (not empty without ``--force``; ``--resume``: what may be continued, see
+``tuneforge.train.resume``), the model reference and the data (read and tokenized). A start that
+fails leaves the directory as it was, so the retry needs no ``--force``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,8 @@ import torch
 
 from tuneforge.atomic import staged_dir, write_json, write_text
 from tuneforge.errors import RunDirError
-from tuneforge.train.checkpoint import latest_checkpoint
 from tuneforge.train.config import TrainConfig, dump_config
-from tuneforge.train.loop import FitResult, TrainingData, fit
+from tuneforge.train.loop import FitResult, TrainingData, fit, total_steps
 from tuneforge.train.parallel import (
     Parallel,
     decoder_blocks,
@@ -31,6 +36,13 @@ from tuneforge.train.parallel import (
     wrap_model,
 )
 from tuneforge.train.parameters import count_parameters, parameter_summary
+from tuneforge.train.resume import (
+    INPUTS_FILE,
+    ResumePoint,
+    check_extension,
+    check_resume,
+    input_fingerprints,
+)
 
 
 @dataclass
@@ -48,34 +60,48 @@ class RunResult:
     output_dir: Path
 
 
-def check_run_dir(config: TrainConfig, parallel: Parallel | None = None) -> Path:
-    """Refuse to overwrite a non-empty run directory without ``force``; clear it with ``force``.
+def check_run_dir(config: TrainConfig, parallel: Parallel | None = None) -> ResumePoint | None:
+    """Check that the run directory may be used; change nothing.
 
-    Every rank checks (so every rank raises alike); only rank 0 clears and creates.
+    Every rank checks, so every rank raises alike.
+
+    Returns:
+        where a ``--resume`` continues (None for a new run).
 
     Raises:
-        RunDirError: ``out`` is non-empty (without force/resume), or resume finds no checkpoint.
+        RunDirError: ``out`` is not empty (without force or resume), or it cannot be resumed
+            as configured (see ``tuneforge.train.resume.check_resume``).
     """
     parallel = parallel or Parallel()
     out = Path(config.out)
-    non_empty = out.exists() and any(out.iterdir())
     if config.resume:
-        if latest_checkpoint(out) is None:
-            raise RunDirError(
-                f"{out}: no checkpoint to resume from (checkpoints/step-N/); run without "
-                "--resume, with save_every > 0 to get checkpoints"
-            )
-        return out
-    if non_empty and not config.force:
+        return check_resume(config, parallel.world_size)
+    if out.exists() and any(out.iterdir()) and not config.force:
         raise RunDirError(
             f"{out}: the run directory is not empty; pass --force to overwrite it, "
             "--resume to continue it, or choose another --out"
         )
-    parallel.barrier()  # every rank has looked before rank 0 clears
+    return None
+
+
+def prepare_run_dir(config: TrainConfig, resolved: TrainConfig, parallel: Parallel) -> Path:
+    """Create the run directory (cleared first with ``force``) and record what the run uses.
+
+    Called once every input has been checked. Rank 0 writes ``config.yaml`` (``resolved``) and,
+    for a new run, ``inputs.json``; a resumed run drops the ``summary.json`` of its previous
+    finish (it is running again).
+    """
+    out = Path(config.out)
+    parallel.barrier()  # every rank has looked before rank 0 changes anything
     if parallel.is_main:
-        if non_empty:
-            shutil.rmtree(out)
+        if config.resume:
+            (out / "summary.json").unlink(missing_ok=True)
+        elif out.exists():
+            shutil.rmtree(out)  # non-empty only with force (check_run_dir)
         out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", dump_config(resolved))
+        if not (out / INPUTS_FILE).exists():
+            write_json(out / INPUTS_FILE, input_fingerprints(config))
     parallel.barrier()
     return out
 
@@ -204,7 +230,9 @@ def train(
     Raises:
         ConfigError: no data given, or a setting the launcher refuses.
         RunDirError: the run directory would be overwritten or cannot be resumed.
-        TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
+        TrainingDivergedError: the loss became NaN/inf or collapsed to the uniform distribution
+            (the last good checkpoint is kept).
+        TrainingInterrupted: SIGINT/SIGTERM stopped the run after a checkpoint.
         DataError, ModelError: from the data or the model.
     """
     config.data.require_path()  # before the run directory is touched
@@ -222,19 +250,21 @@ def _train(
     home: Path | None,
     log: Callable[[str], None],
 ) -> RunResult:
+    from tuneforge.models.loading import load_tokenizer, resolve_folder
+    from tuneforge.train.methods import prepare_model
+
     if not parallel.is_main:
         log = _quiet
-    run_dir = check_run_dir(config, parallel)
+    resume_point = check_run_dir(config, parallel)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     seed_everything(config.seed)
-    from tuneforge.train.methods import prepare_model
-
-    prepared = prepare_model(config, device, home=home)
-    resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
-    if parallel.is_main:
-        write_text(run_dir / "config.yaml", dump_config(resolved))
-    data = build_training_data(config, prepared.tokenizer, log)
+    # The data first (read, validated, tokenized): its errors come before the model loads.
+    tokenizer = load_tokenizer(resolve_folder(config.model, home=home, progress=config.progress))
+    data = build_training_data(config, tokenizer, log)
+    if resume_point is not None:
+        check_extension(resume_point, total_steps(config, data, parallel.world_size))
+    prepared = prepare_model(config, device, home=home, tokenizer=tokenizer)
     counts = count_parameters(prepared.model)
     log(parameter_summary(counts, config.method))
     log(memory_plan_text(config, parallel, device, data.supervised_fraction, home))
@@ -252,6 +282,8 @@ def _train(
     if config.compile:
         compile_blocks(prepared.model)
     wrap_model(prepared.model, parallel, device)
+    resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
+    run_dir = prepare_run_dir(config, resolved, parallel)
     # The same dropout stream whatever loading consumed; each rank its own.
     seed_everything(config.seed + parallel.rank)
     started = time.time()
