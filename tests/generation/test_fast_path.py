@@ -188,6 +188,26 @@ def test_a_generation_config_with_more_processors_uses_the_plain_path(tokenizer)
     )
 
 
+def test_a_model_with_forward_hooks_uses_the_plain_path_which_runs_them(tokenizer):
+    model = build("llama", tokenizer)
+    steps = []
+    hook = model.register_forward_pre_hook(lambda *_: steps.append(1))
+    try:
+        assert fast_path_blocker(model) == (
+            "the model has forward hooks, which the fast path's own forward would not run"
+        )
+        rows = rows_for(tokenizer, [6, 6, 6, 6])
+        replies = generate_rows(model, tokenizer, rows)
+        assert len(steps) >= 6  # the hook saw every decoding step
+    finally:
+        hook.remove()
+    assert fast_path_blocker(model) is None
+    assert texts(replies) == texts(generate_rows(model, tokenizer, rows))
+    layer_hook = model.model.layers[1].mlp.register_forward_hook(lambda *_: None)
+    assert "model.layers.1.mlp has forward hooks" in fast_path_blocker(model)
+    layer_hook.remove()
+
+
 def test_other_families_use_the_plain_path(tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -109,3 +109,65 @@ def test_a_failed_step_answers_the_running_rows_and_serving_goes_on(registry, mo
         engine.stop()
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
     assert after.completion_tokens == 5
+
+
+def test_requests_join_a_running_batch_through_the_server(
+    tiny_model_dir, adapter_root, reference, monkeypatch
+):
+    """Over HTTP with the ``openai`` client: a long streamed base reply is decoding when three
+    requests (adapters a1, a2 and the base) arrive; they join its batch between two steps, and
+    every reply equals ``tuneforge generate``'s for that adapter alone."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import BASE_NAME, run_server
+
+    asks = [  # (prompt, adapter, max_tokens)
+        ("The capital of France is", None, 60),
+        ("Hello!", "a1", 8),
+        ("Please return the order as JSON", "a2", 12),
+        ("Hi", None, 6),
+    ]
+    messages = [[{"role": "user", "content": text}] for text, _, _ in asks]
+    expected = [reference(m, adapter, limit).text for m, (_, adapter, limit) in zip(messages, asks)]
+    adapters = {"a1": adapter_root / "a1", "a2": adapter_root / "a2"}
+    with run_server(tiny_model_dir, adapters, api_key=None, max_batch_size=4) as server:
+        registry = server.engine.registry
+        active: list[int] = []
+        step = registry.step
+
+        def slow_recording_step(decoder):  # 20 ms a step: the later requests arrive mid-reply
+            active.append(decoder.active)
+            time.sleep(0.02)
+            return step(decoder)
+
+        monkeypatch.setattr(registry, "step", slow_recording_step)
+        client = server.client()
+
+        def ask(index: int) -> str:
+            _, adapter, limit = asks[index]
+            reply = client.chat.completions.create(
+                model=adapter or BASE_NAME,
+                messages=messages[index],
+                max_tokens=limit,
+                temperature=0,
+            )
+            return reply.choices[0].message.content
+
+        stream = client.chat.completions.create(
+            model=BASE_NAME, messages=messages[0], max_tokens=60, temperature=0, stream=True
+        )
+        pieces = []
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+                break  # the long reply is decoding: send the others now
+        with ThreadPoolExecutor(3) as pool:
+            later = list(pool.map(ask, [1, 2, 3]))
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+        engine = server.engine
+    assert ["".join(pieces), *later] == expected
+    assert active[0] == 1 and max(active) == 4  # alone first, then the others joined it
+    assert engine.batched_rows == 4 and engine.batches >= 2

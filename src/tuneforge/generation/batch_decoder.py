@@ -20,7 +20,8 @@ alone or in a batch). Stops, limits, cancellation and streaming are ``RowProgres
 
 ``fast_path_blocker`` says which models this path does not decode (``decoding`` then uses
 ``model.generate``): families other than the Llama-style ones tested here, sliding-window
-attention, generation configs with logits processors beyond sampling, LoRA variants.
+attention, generation configs with logits processors beyond sampling, LoRA variants, modules
+with forward hooks.
 """
 
 from __future__ import annotations
@@ -77,12 +78,26 @@ def fast_path_blocker(model, adapters: tuple[str, ...] | None = None) -> str | N
             return "some layers use sliding-window attention"
     elif getattr(config, "sliding_window", None) is not None:
         return "the model uses sliding-window attention"
+    hooked = _hooked_module(model)
+    if hooked is not None:
+        return f"{hooked} has forward hooks, which the fast path's own forward would not run"
     generation_config = getattr(base, "generation_config", None)
     for name, neutral in _NEUTRAL_GENERATION.items():
         if getattr(generation_config, name, None) not in neutral:
             return f"its generation config sets {name}"
     if lora_layers(base):
         return LoraBank.blocker(model, active_adapters(model) if adapters is None else adapters)
+    return None
+
+
+def _hooked_module(model) -> str | None:
+    """The name of a module of ``model`` with forward hooks (``"the model"`` for ``model``
+    itself), or None. ``LlamaForward`` reads the modules' weights without calling most of them,
+    so a hook someone registered (instrumentation, a test slowing each step) would be skipped
+    silently; such a model decodes on the plain path, which calls them."""
+    for name, module in model.named_modules():
+        if module._forward_hooks or module._forward_pre_hooks:
+            return name or "the model"
     return None
 
 
