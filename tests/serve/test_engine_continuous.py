@@ -129,7 +129,10 @@ def test_requests_join_a_running_batch_through_the_server(
         ("Hi", None, 6),
     ]
     messages = [[{"role": "user", "content": text}] for text, _, _ in asks]
-    expected = [reference(m, adapter, limit).text for m, (_, adapter, limit) in zip(messages, asks)]
+    expected = [
+        reference(m, adapter, limit).text
+        for m, (_, adapter, limit) in zip(messages, asks, strict=True)
+    ]
     adapters = {"a1": adapter_root / "a1", "a2": adapter_root / "a2"}
     with run_server(tiny_model_dir, adapters, api_key=None, max_batch_size=4) as server:
         registry = server.engine.registry
