@@ -129,6 +129,48 @@ def test_rows_joining_a_running_batch_get_their_solo_tokens(tokenizer):
     assert not decoder.cache.keys[0].requires_grad  # no autograd graph grows across steps
 
 
+def test_a_joining_rows_logits_processor_runs_once_per_step_on_its_own_row(tokenizer):
+    """The constrained-decoding contract on continuous batching: a row that joins a running
+    batch has its ``logits_processor`` called before each of its tokens, with its own tokens
+    so far and its own scores, and the rows around it keep their solo tokens."""
+    model = build("llama", tokenizer)
+    solo_rows = rows_for(tokenizer, [20, 8], prompts=[PROMPTS[0], PROMPTS[2]])
+    solo = generate_rows_plain(model, tokenizer, solo_rows)
+    forced = tokenizer(" Oslo, Norway", add_special_tokens=False)["input_ids"][:4]
+    calls: list[tuple[list[int], int]] = []
+
+    def force(new_ids: list[int], scores: torch.Tensor) -> torch.Tensor:
+        calls.append((list(new_ids), scores.shape[-1]))
+        allowed = torch.full_like(scores, float("-inf"))
+        allowed[forced[len(new_ids) % len(forced)]] = 0.0
+        return scores + allowed
+
+    free, constrained, other = rows_for(tokenizer, [20, 8, 8], prompts=PROMPTS[:3])
+    constrained.prompt_ids = free.prompt_ids[:-1] + constrained.prompt_ids[-1:]  # joins, shares
+    constrained.logits_processor = force
+    decoder = new_batch_decoder(model, tokenizer)
+    replies = {}
+
+    def keep(finished) -> None:
+        replies.update((id(row), reply) for row, reply in finished)
+
+    keep(decoder.join(model, [free]))
+    for _ in range(3):
+        keep(decoder.step(model))
+    keep(decoder.join(model, [constrained, other]))
+    while decoder.active:
+        keep(decoder.step(model))
+    assert replies[id(free)].text == solo[0].text  # untouched by its constrained neighbour
+    assert replies[id(other)].text == solo[1].text
+    # the constrained row copied its prompt but the last token from the free row's slot
+    assert decoder.prompt_tokens_computed == len(free.prompt_ids) + 1 + len(other.prompt_ids)
+    done = replies[id(constrained)]
+    assert done.completion_tokens == 8
+    expected = [(forced * 2)[:n] for n in range(8)]
+    assert calls == [(ids, len(tokenizer)) for ids in expected]  # once per token, its own ids
+    assert done.text == tokenizer.decode(forced * 2, skip_special_tokens=True)
+
+
 def test_a_shared_system_prompt_is_computed_once_and_changes_nothing(tokenizer):
     model = build("qwen2", tokenizer)
     rows = rows_for(tokenizer, [10] * 4, system=SYSTEM)
