@@ -158,8 +158,12 @@ def single_stream(engines, new_tokens: int, rounds: int) -> dict[str, dict]:
                 engine.single(1)
             with Clock() as many:
                 count = engine.single(new_tokens)
-            wall = (count - 1) / max(many.wall - one.wall, 1e-9)
-            cpu = (count - 1) / max(many.cpu - one.cpu, 1e-9)
+            if count < 2 or many.wall <= one.wall or many.cpu <= one.cpu:
+                # the one-token run took as long as the long one: other processes stalled it
+                log(f"round {round_ + 1}: {engine.name}: not measurable, skipped")
+                continue
+            wall = (count - 1) / (many.wall - one.wall)
+            cpu = (count - 1) / (many.cpu - one.cpu)
             log(f"round {round_ + 1}: {engine.name}: {wall:.1f} tok/s, {cpu:.1f} tok/CPU-s")
             held = best.setdefault(engine.name, {"wall": 0.0, "cpu": 0.0, "tokens": count})
             held["wall"], held["cpu"] = max(held["wall"], wall), max(held["cpu"], cpu)

@@ -99,6 +99,25 @@ def test_a_groups_term_is_its_layers_terms_side_by_side(peft_model):
     ]
     torch.testing.assert_close(bank.delta(group, x), torch.cat(parts, dim=-1))
     assert bank.delta(group, x)[2].abs().max() == 0  # the base row gets no term
+    base = torch.randn(3, 2, 32 + 16 + 16, generator=torch.Generator().manual_seed(2))
+    out = base.clone()
+    bank.add_delta(group, x, out)  # what the fast path's forward calls: in place, one kernel
+    torch.testing.assert_close(out, base + bank.delta(group, x))
+
+
+def test_on_a_bf16_base_the_terms_are_computed_in_bf16(peft_model):
+    """peft keeps LoRA weights in fp32; the bank computes the terms in the activations' dtype
+    (no conversion of x and back per layer), within bf16 rounding of the fp32 term."""
+    layer = next(layer for _, layer in lora_layers(peft_model) if "a" in layer.lora_A)
+    x = torch.randn(2, 1, layer.in_features, generator=torch.Generator().manual_seed(3))
+    reference = LoraBank(peft_model, ("a",))
+    reference.set_rows([("a",), ()])
+    expected = reference.delta((layer,), x)
+    bank = LoraBank(peft_model, ("a",))
+    bank.set_rows([("a",), ()])
+    got = bank.delta((layer,), x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_mixed_batch_equals_each_adapter_alone_and_peft(peft_model, tokenizer):

@@ -133,20 +133,41 @@ class LoraBank:
         """The LoRA term of the layers ``group`` (which all read ``x``, ``[rows, q, in]``) for
         the rows set by ``set_rows``: ``[rows, q, sum of their out_features]``, the layers'
         terms side by side in ``x``'s dtype; None when no row's adapter adapts them."""
+        terms = self._terms(group, x)
+        if terms is None:
+            return None
+        mixed, b_cat = terms
+        return (mixed @ b_cat.t()).view(*x.shape[:-1], b_cat.shape[0])
+
+    def add_delta(self, group: tuple[nn.Module, ...], x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out += delta(group, x)`` in place (``out``: the group's contiguous base output), the
+        second product and the sum in one kernel."""
+        terms = self._terms(group, x)
+        if terms is not None:
+            mixed, b_cat = terms
+            out.view(-1, out.shape[-1]).addmm_(mixed, b_cat.t())
+
+    def _terms(self, group: tuple[nn.Module, ...], x: torch.Tensor):
+        """``(((x · A_catᵀ) ⊙ M) as [rows * q, R], B_cat)`` in ``x``'s dtype, or None."""
         if group not in self._groups:
             self._groups[group] = self._stack(group)
         stacked = self._groups[group]
         if stacked is None:
             return None
         a_cat, b_cat, layout = stacked
+        if a_cat.dtype != x.dtype:
+            # peft keeps LoRA weights in fp32; computing the term in the activations' dtype
+            # (bf16 on a bf16 base) saves two conversions and runs the products in bf16.
+            a_cat, b_cat = a_cat.to(x.dtype), b_cat.to(x.dtype)
+            self._groups[group] = (a_cat, b_cat, layout)
         if layout.blocks not in self._masks:
-            self._masks[layout.blocks] = layout.mask(self._rows, x.device, a_cat.dtype)
+            self._masks[layout.blocks] = layout.mask(self._rows, x.device, x.dtype)
         mask = self._masks[layout.blocks]
         if mask is None:
             return None
-        # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks -> [rows, q, out]
-        mixed = torch.matmul(x.to(a_cat.dtype), a_cat.t()) * mask[:, None, :]
-        return torch.matmul(mixed, b_cat.t()).to(x.dtype)
+        # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks
+        mixed = torch.matmul(x, a_cat.t()) * mask[:, None, :]
+        return mixed.view(-1, mixed.shape[-1]), b_cat
 
     def _stack(self, group: tuple[nn.Module, ...]):
         """``(A [R, in], B [sum of out_features, R] block-diagonal, layout)`` of a group."""

@@ -121,8 +121,9 @@ class LlamaForward:
         """``cat([module(x) for module in modules], -1)``: the base product plus each row's
         LoRA term."""
         out = self._product(modules)(x)
-        delta = None if bank is None else bank.delta(modules, x)
-        return out if delta is None else out + delta
+        if bank is not None:
+            bank.add_delta(modules, x, out)
+        return out
 
     def hidden(
         self, input_ids: torch.Tensor, cache: SlotCache, bank: LoraBank | None
