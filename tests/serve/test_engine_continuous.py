@@ -1,14 +1,18 @@
 """The engine's continuous batching: rows join a running batch between decode steps and each
 gets its solo answer; a failed step answers the running rows with an error and the engine goes
-on serving (tiny random Llama, fp32, no HTTP)."""
+on serving (tiny random Llama, fp32); and through the server over HTTP, requests on different
+adapters join a running reply and each gets ``tuneforge generate``'s answer."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
+from conftest import BASE_NAME, run_server
 from tiny import build_llama, build_tokenizer
 from tuneforge.adapters import AdapterRegistry
 from tuneforge.generation import GenerationSettings, Row, chat_messages, generate_rows, prompt_ids
@@ -117,11 +121,6 @@ def test_requests_join_a_running_batch_through_the_server(
     """Over HTTP with the ``openai`` client: a long streamed base reply is decoding when three
     requests (adapters a1, a2 and the base) arrive; they join its batch between two steps, and
     every reply equals ``tuneforge generate``'s for that adapter alone."""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from conftest import BASE_NAME, run_server
-
     asks = [  # (prompt, adapter, max_tokens)
         ("The capital of France is", None, 60),
         ("Hello!", "a1", 8),
