@@ -3,8 +3,10 @@
 Measures, side by side in one run on SmolLM2-135M-Instruct (fp32):
 
 1. per-token generation latency (greedy, fixed length) of the base, the base with an unmerged
-   r=16 all-linear LoRA adapter (peft), the same through the registry's mixed-batch path, and
-   the merged model: merged should equal the base within noise (the zero-latency claim);
+   r=16 all-linear LoRA adapter (peft), the same through peft's mixed-batch path, and the
+   merged model, on the plain path (``model.generate``): merged should equal the base within
+   noise (the zero-latency claim); and the base and the unmerged adapter on tuneforge's fast
+   path (``generate_rows``: batched LoRA terms), where the adapter's overhead is measured;
 2. adapter load and unload time in the registry for that adapter (target < 0.5 s);
 3. throughput of one mixed-adapter batch (rows spread over 4 adapters and the base) against
    the same rows generated one by one, and whether every row got the same tokens.
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -82,22 +85,45 @@ def seconds_per_token(model, input_ids, new_tokens: int, **kwargs) -> float:
     return (time.perf_counter() - start) / new_tokens
 
 
-def bench_latency(base, peft_model, merged, input_ids, new_tokens, repeats) -> list[list[object]]:
+@torch.inference_mode()
+def seconds_per_token_fast(model, tokenizer, input_ids, new_tokens: int, **kwargs) -> float:
+    """Wall time per new token of ``generate_rows`` (the fast path) for one greedy row."""
+    from tuneforge.generation import GenerationSettings, Row, generate_rows
+
+    row = Row(input_ids[0].tolist(), GenerationSettings(max_new_tokens=new_tokens))
+    names = kwargs.get("adapter_names")
+    start = time.perf_counter()
+    reply = generate_rows(model, tokenizer, [row], names)[0]
+    return (time.perf_counter() - start) / reply.completion_tokens
+
+
+def bench_latency(
+    base, peft_model, merged, tokenizer, input_ids, new_tokens, repeats
+) -> list[list[object]]:
+    plain = seconds_per_token
+    fast = partial(seconds_per_token_fast, tokenizer=tokenizer)
     variants = {
-        "base": (base, {}),
-        "base + unmerged adapter (peft)": (peft_model, {}),
-        "base + adapter via adapter_names (registry path)": (
+        "base": (plain, base, {}),
+        "base + unmerged adapter (peft)": (plain, peft_model, {}),
+        "base + adapter via adapter_names (peft mixed batch)": (
+            plain,
             peft_model,
             {"adapter_names": ["bench"]},
         ),
-        "merged model": (merged, {}),
+        "merged model": (plain, merged, {}),
+        "fast path: base": (fast, base, {}),
+        "fast path: base + unmerged adapter (batched LoRA)": (
+            fast,
+            peft_model,
+            {"adapter_names": ["bench"]},
+        ),
     }
-    for model, kwargs in variants.values():  # warm-up
-        seconds_per_token(model, input_ids, 4, **kwargs)
+    for run, model, kwargs in variants.values():  # warm-up
+        run(model, input_ids=input_ids, new_tokens=4, **kwargs)
     times = {name: [] for name in variants}
     for _ in range(repeats):  # interleaved, so drift on a shared machine hits all alike
-        for name, (model, kwargs) in variants.items():
-            times[name].append(seconds_per_token(model, input_ids, new_tokens, **kwargs))
+        for name, (run, model, kwargs) in variants.items():
+            times[name].append(run(model, input_ids=input_ids, new_tokens=new_tokens, **kwargs))
     base_ms = statistics.median(times["base"]) * 1e3
     rows = []
     for name, values in times.items():
@@ -201,7 +227,9 @@ def main() -> None:
         peft_model = PeftModel.from_pretrained(peft_base.eval(), str(adapter_dirs[0]), "bench")
         merged = AutoModelForCausalLM.from_pretrained(str(scratch / "merged")).eval()
         log("latency")
-        latency = bench_latency(base, peft_model.eval(), merged, input_ids, new_tokens, repeats)
+        latency = bench_latency(
+            base, peft_model.eval(), merged, tokenizer, input_ids, new_tokens, repeats
+        )
         del peft_model, peft_base, merged
 
         log("hot swap")
@@ -218,7 +246,8 @@ def main() -> None:
     body = "\n\n".join(
         [
             f"### Per-token generation latency (greedy, {input_ids.shape[1]} prompt tokens, "
-            f"{new_tokens} new tokens, median of {repeats}, batch 1)",
+            f"{new_tokens} new tokens, median of {repeats}, batch 1; fp32 weights; the fast "
+            "path's rows stop at EOS, the plain path's run the full length)",
             markdown_table(["model", "ms/token", "spread", "vs base"], latency),
             "### Adapter hot swap in the registry (target < 0.5 s)",
             markdown_table(["operation", "median wall s", "max wall s", "median CPU s"], swap)

@@ -30,8 +30,8 @@ def test_export_with_adapter_reads_back_with_matching_logits(
     )
     out = report.gguf.path
     merge_adapter(str(base_dir), adapters["a"], tmp_path / "merged")
-    source = load_model(str(tmp_path / "merged"), device="cpu")
-    back = load_model(str(out), device="cpu", progress=False)
+    source = load_model(str(tmp_path / "merged"), dtype="float32", device="cpu")
+    back = load_model(str(out), dtype="float32", device="cpu", progress=False)
     ids = sample_ids(source.tokenizer)
     assert _relative_error(logits(back.model, ids), logits(source.model, ids)) <= tolerance
     assert back.tokenizer.chat_template == source.tokenizer.chat_template

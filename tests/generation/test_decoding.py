@@ -1,6 +1,7 @@
 """The one decoding path (no adapters here; see tests/adapters/test_registry.py): batched rows
 equal each row alone, per-row limits, stops, cancellation and streaming, the logits-processor
-hook, parity of ``generate`` with plain transformers decoding, the pad-token rule."""
+hook, parity of ``generate`` with plain transformers decoding, the pad-token rule. The per-row
+contract is checked on both engines under ``generate_rows`` (the ``decode`` fixture)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tuneforge.generation import (
     group_rows,
     prompt_ids,
 )
-from tuneforge.generation.decoding import _held_back
+from tuneforge.generation.decoding import generate_rows_plain
+from tuneforge.generation.row_progress import held_back
 
 PROMPTS = [
     "The capital of France is",
@@ -41,6 +43,12 @@ def lm():
     return model, tokenizer
 
 
+@pytest.fixture(params=["fast path", "plain path"])
+def decode(request):
+    """``generate_rows`` (the fast path for this Llama) or the plain ``model.generate`` path."""
+    return generate_rows if request.param == "fast path" else generate_rows_plain
+
+
 def rows_for(tokenizer, limits, stops=None) -> list[Row]:
     stops = stops or [None] * len(limits)
     return [
@@ -62,16 +70,16 @@ def pick_stop(text: str) -> str:
     raise AssertionError(f"no stop string to pick in {text!r}")
 
 
-def alone(model, tokenizer, rows: list[Row]):
-    return [generate_rows(model, tokenizer, [row])[0] for row in rows]
+def alone(decode, model, tokenizer, rows: list[Row]):
+    return [decode(model, tokenizer, [row])[0] for row in rows]
 
 
-def test_batched_rows_equal_each_row_alone(lm):
+def test_batched_rows_equal_each_row_alone(lm, decode):
     model, tokenizer = lm
     rows = rows_for(tokenizer, [12, 5, 20, 9])
     assert len({len(row.prompt_ids) for row in rows}) == 4  # left padding is exercised
-    together = generate_rows(model, tokenizer, rows)
-    solo = alone(model, tokenizer, rows)
+    together = decode(model, tokenizer, rows)
+    solo = alone(decode, model, tokenizer, rows)
     assert [r.text for r in together] == [r.text for r in solo]
     assert [r.completion_tokens for r in together] == [12, 5, 20, 9]
     assert [r.finish_reason for r in together] == ["length"] * 4
@@ -79,12 +87,12 @@ def test_batched_rows_equal_each_row_alone(lm):
     assert len({r.text for r in together}) == 4
 
 
-def test_rows_with_their_own_limits_and_stops_finish_independently(lm):
+def test_rows_with_their_own_limits_and_stops_finish_independently(lm, decode):
     model, tokenizer = lm
-    reference = generate_rows(model, tokenizer, rows_for(tokenizer, [16] * 4))
+    reference = decode(model, tokenizer, rows_for(tokenizer, [16] * 4))
     stop = pick_stop(reference[1].text)
     rows = rows_for(tokenizer, [16, 16, 3, 16], [None, [stop], None, ["no such text"]])
-    replies = generate_rows(model, tokenizer, rows)
+    replies = decode(model, tokenizer, rows)
     assert replies[1].text == reference[1].text[: reference[1].text.find(stop)]
     assert replies[1].finish_reason == "stop"
     assert replies[1].completion_tokens < 16
@@ -93,15 +101,15 @@ def test_rows_with_their_own_limits_and_stops_finish_independently(lm):
     assert [replies[i].text for i in (0, 3)] == [reference[i].text for i in (0, 3)]
 
 
-def test_streamed_pieces_join_to_the_reply_and_stops_are_never_sent(lm):
+def test_streamed_pieces_join_to_the_reply_and_stops_are_never_sent(lm, decode):
     model, tokenizer = lm
-    reference = generate_rows(model, tokenizer, rows_for(tokenizer, [16] * 4))
+    reference = decode(model, tokenizer, rows_for(tokenizer, [16] * 4))
     stops = [[pick_stop(reply.text)] for reply in reference[:3]] + [None]
     rows = rows_for(tokenizer, [16] * 4, stops)
     pieces: list[list[str]] = [[] for _ in rows]
     for index, row in enumerate(rows):
         row.on_text = pieces[index].append
-    replies = generate_rows(model, tokenizer, rows)
+    replies = decode(model, tokenizer, rows)
     for got, reply, stop, ref in zip(pieces, replies, stops, reference, strict=True):
         assert got and "".join(got) == reply.text
         if stop:
@@ -137,7 +145,7 @@ def test_generate_equals_plain_transformers_greedy_decoding(lm):
     assert reply.completion_tokens == len(new) and reply.prompt_tokens == ids.shape[1]
 
 
-def test_logits_processor_constrains_its_row_and_leaves_the_others_alone(lm):
+def test_logits_processor_constrains_its_row_and_leaves_the_others_alone(lm, decode):
     model, tokenizer = lm
     target = tokenizer(' {"city": "Oslo"}', add_special_tokens=False)["input_ids"]
     target.append(tokenizer.eos_token_id)
@@ -150,10 +158,10 @@ def test_logits_processor_constrains_its_row_and_leaves_the_others_alone(lm):
         return scores + allowed
 
     free = rows_for(tokenizer, [12, 12, 12, 12])
-    solo = alone(model, tokenizer, free[:2])
+    solo = alone(decode, model, tokenizer, free[:2])
     rows = rows_for(tokenizer, [12, 12, 12, 12])[:2]
     rows[1].logits_processor = force_target
-    replies = generate_rows(model, tokenizer, rows)
+    replies = decode(model, tokenizer, rows)
     assert replies[0].text == solo[0].text  # the free row is untouched
     assert replies[1].text == ' {"city": "Oslo"}' != solo[1].text
     assert replies[1].finish_reason == "stop"
@@ -162,38 +170,38 @@ def test_logits_processor_constrains_its_row_and_leaves_the_others_alone(lm):
     assert seen == [target[:n] for n in range(len(target))]
 
 
-def test_cancelled_row_stops_early_without_disturbing_the_others(lm):
+def test_cancelled_row_stops_early_without_disturbing_the_others(lm, decode):
     model, tokenizer = lm
-    solo = alone(model, tokenizer, rows_for(tokenizer, [10] * 4))
+    solo = alone(decode, model, tokenizer, rows_for(tokenizer, [10] * 4))
     rows = rows_for(tokenizer, [10] * 4)
     rows[1].cancelled.set()
-    replies = generate_rows(model, tokenizer, rows)
+    replies = decode(model, tokenizer, rows)
     assert replies[1].completion_tokens == 1
     assert [replies[i].text for i in (0, 2, 3)] == [solo[i].text for i in (0, 2, 3)]
 
 
-def test_seeded_sampling_repeats_and_a_seeded_row_decodes_as_alone(lm):
+def test_seeded_sampling_repeats_and_a_seeded_row_decodes_as_alone(lm, decode):
     model, tokenizer = lm
     seeded = GenerationSettings(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
-    messages = chat_messages(PROMPTS[2])
-    first = generate(model, tokenizer, messages, seeded)
-    assert generate(model, tokenizer, messages, seeded).text == first.text
+    ids = prompt_ids(tokenizer, chat_messages(PROMPTS[2]))
+    first = decode(model, tokenizer, [Row(ids, seeded)])[0]
+    assert decode(model, tokenizer, [Row(ids, seeded)])[0].text == first.text
     rows = rows_for(tokenizer, [10] * 4)
     rows[2].settings = seeded
-    replies = generate_rows(model, tokenizer, rows)
+    replies = decode(model, tokenizer, rows)
     assert replies[2].text == first.text
 
 
-def test_rows_get_the_pad_token_of_the_data_package(lm):
+def test_rows_get_the_pad_token_of_the_data_package(lm, decode):
     """A tokenizer without a pad token gets the one ``data.ensure_pad_token`` picks (a token
     other than EOS), and left-padded rows still equal each row alone."""
     model, _ = lm
     tokenizer = build_tokenizer()
     tokenizer.pad_token = None
     rows = rows_for(tokenizer, [6, 6, 6, 6])
-    together = generate_rows(model, tokenizer, rows)
+    together = decode(model, tokenizer, rows)
     assert tokenizer.pad_token == "<|endoftext|>"
-    assert [r.text for r in together] == [r.text for r in alone(model, tokenizer, rows)]
+    assert [r.text for r in together] == [r.text for r in alone(decode, model, tokenizer, rows)]
 
 
 def test_grouping_greedy_together_seeded_alone():
@@ -210,4 +218,4 @@ def test_grouping_greedy_together_seeded_alone():
     [("hello", [], 0), ("hello wor", ["world"], 3), ("abc\ufffd", [], 1), ("ab", ["xyz"], 0)],
 )
 def test_held_back_suffix(text, stops, held):
-    assert _held_back(text, stops) == held
+    assert held_back(text, stops) == held

@@ -6,11 +6,12 @@ import torch
 from tuneforge.errors import ModelError
 from tuneforge.generation import GenerationSettings, chat_messages, generate
 from tuneforge.models import load_model, resolve_device, resolve_dtype
+from tuneforge.models.device import native_bf16
 
 
 def test_loads_tiny_folder(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), device="cpu")
-    assert loaded.model.dtype == torch.float32
+    assert loaded.model.dtype == resolve_dtype("auto", torch.device("cpu"))
     assert loaded.tokenizer.pad_token_id != loaded.tokenizer.eos_token_id
     assert not loaded.model.training
 
@@ -20,8 +21,9 @@ def test_dtype_override(tiny_model_dir):
     assert loaded.model.dtype == torch.bfloat16
 
 
-def test_auto_dtype_is_fp32_on_cpu():
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+def test_auto_dtype_on_cpu_is_bf16_only_where_native():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if native_bf16(cpu) else torch.float32)
     assert resolve_device("cpu").type == "cpu"
 
 

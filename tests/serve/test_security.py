@@ -128,10 +128,11 @@ def test_a_failed_generation_says_nothing_of_the_exception(tiny_model_dir, monke
     counted in /metrics."""
     with run_server(tiny_model_dir, api_key=None) as server:
 
-        def broken_decode(rows):
+        def broken_decode(*args):
             raise RuntimeError("CUDA error at /opt/secret/kernel.cu")
 
-        monkeypatch.setattr(server.engine.registry, "decode", broken_decode)
+        for entry in ("decode", "join", "step"):  # the plain path and the fast path
+            monkeypatch.setattr(server.engine.registry, entry, broken_decode)
         body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
         status, text = server.http("POST", "/v1/chat/completions", body)
         assert status == 500

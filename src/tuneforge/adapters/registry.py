@@ -2,9 +2,15 @@
 
 The base is loaded once; each adapter adds only its small ``A``/``B`` matrices beside the base
 layers (peft keeps them in a dict per layer). Decoding is ``tuneforge.generation.generate_rows``
-with each row's adapter passed to peft as ``adapter_names`` (``__base__`` rows get no LoRA), so
+with each row's adapter passed as peft's ``adapter_names`` (``__base__`` rows get no LoRA), so
 rows on different adapters share a batch and each row gets the tokens it would get alone
-(greedy decoding, left padding).
+(greedy decoding): on the fast path every LoRA layer serves all rows in one batched product
+(``generation.batched_lora``), on the plain path peft runs one pass per adapter.
+
+Continuous batching (the server): ``new_decoder`` gives a ``BatchDecoder`` that rows ``join``
+and leave between ``step``s; each call holds the model lock for one forward only, so adapter
+loads and unloads happen between two steps, and the registry tells its decoders when the
+model's layers changed.
 
 Thread safety: every method may be called from any thread. Decoding and adapter changes are
 serialised by one model lock (one model, one forward at a time). Draining before an unload is
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +31,16 @@ from pathlib import Path
 from tuneforge.adapters.identity import BaseIdentity, base_identity
 from tuneforge.adapters.loading import check_adapter, load_checked, read_adapter
 from tuneforge.errors import AdapterError
-from tuneforge.generation import GenerationSettings, Reply, Row, generate_rows, prompt_ids
+from tuneforge.generation import (
+    BatchDecoder,
+    GenerationSettings,
+    Reply,
+    Row,
+    fast_path_blocker,
+    generate_rows,
+    new_batch_decoder,
+    prompt_ids,
+)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -61,6 +77,7 @@ class AdapterRegistry:
         self._requests = threading.Condition()  # guards _dirs, _reserved, _unloading
         self._reserved: Counter[str] = Counter()
         self._unloading: set[str] = set()
+        self._decoders: weakref.WeakSet[BatchDecoder] = weakref.WeakSet()  # from new_decoder
 
     # -- adapters ----------------------------------------------------------------------------
 
@@ -108,6 +125,7 @@ class AdapterRegistry:
             else:
                 load_checked(self._peft, files, internal)
             self._internal[name] = internal
+            self._layers_changed()
             with self._requests:
                 self._dirs[name] = Path(adapter_dir)
 
@@ -154,6 +172,12 @@ class AdapterRegistry:
             if hasattr(self._base, "peft_config"):
                 del self._base.peft_config
             self._peft = None
+        self._layers_changed()
+
+    def _layers_changed(self) -> None:
+        """Call holding the model lock, after adapter layers were added or removed."""
+        for decoder in self._decoders:
+            decoder.forget_model()
 
     def _check_usable(self, name: str) -> None:
         """Call holding ``_requests``."""
@@ -199,6 +223,46 @@ class AdapterRegistry:
             names = [BASE if row.adapter is None else self._peft_name(row.adapter) for row in rows]
             adapter_names = names if self._peft is not None else None
             return generate_rows(self.model, self.tokenizer, rows, adapter_names)
+
+    def new_decoder(self) -> BatchDecoder | None:
+        """A ``BatchDecoder`` on this registry's model for ``join``/``step`` (continuous
+        batching), or None when the base model needs the plain path (use ``decode`` then)."""
+        with self._model_lock:
+            decoder = new_batch_decoder(self.model, self.tokenizer)
+            if decoder is not None:
+                self._decoders.add(decoder)
+            return decoder
+
+    def join(self, decoder: BatchDecoder, rows: list[Row]) -> tuple[list, list[Row]]:
+        """Add ``rows`` (each on its ``Row.adapter``, reserved first) to ``decoder``.
+
+        Returns:
+            ``(finished, refused)``: ``(row, Reply)`` pairs of rows that finished at once, and
+            the rows whose adapter the fast path cannot decode (a LoRA variant such as DoRA):
+            decode those with ``decode``.
+
+        Raises:
+            AdapterError: a row names an adapter that is not loaded.
+        """
+        with self._model_lock:
+            verdicts: dict[tuple[str, ...], bool] = {}
+            joining, adapters, refused = [], [], []
+            for row in rows:
+                names = () if row.adapter is None else (self._peft_name(row.adapter),)
+                if names not in verdicts:
+                    verdicts[names] = fast_path_blocker(self.model, names) is None
+                if verdicts[names]:
+                    joining.append(row)
+                    adapters.append(names)
+                else:
+                    refused.append(row)
+            finished = decoder.join(self.model, joining, adapters) if joining else []
+            return finished, refused
+
+    def step(self, decoder: BatchDecoder) -> list:
+        """One token for every row of ``decoder``; ``(row, Reply)`` of the rows that finished."""
+        with self._model_lock:
+            return decoder.step(self.model)
 
     def _peft_name(self, name: str) -> str:
         # User names may hold characters a peft module key cannot (``.``), so peft gets its own.

@@ -4,9 +4,13 @@
 ``decoding`` (``generate_rows`` for batched rows with per-row adapters, limits, stops, streaming
 and logits processors; ``generate`` for one conversation, a one-row call of the same path) and
 ``constrained`` (JSON-schema grammars: one matcher per row, plugged in as a row's logits
-processor).
+processor). Under ``decoding``: ``batch_decoder`` (the fast path, rows joining and leaving
+between steps) with ``slot_cache``, ``packed_linear`` and ``batched_lora``; ``row_progress``
+(per-row stops, limits, cancellation, streaming and grammar completion on both paths).
+docs/decode.md tells what each piece bought.
 """
 
+from tuneforge.generation.batch_decoder import BatchDecoder, fast_path_blocker
 from tuneforge.generation.constrained import (
     ANY_JSON_OBJECT,
     JsonGrammar,
@@ -17,18 +21,20 @@ from tuneforge.generation.constrained import (
     validate_json_schema,
 )
 from tuneforge.generation.decoding import (
-    GrammarProcessor,
     Row,
     RowLogitsProcessor,
     generate,
     generate_rows,
     group_rows,
+    new_batch_decoder,
 )
 from tuneforge.generation.prompts import chat_messages, prompt_ids
+from tuneforge.generation.row_progress import GrammarProcessor
 from tuneforge.generation.settings import GenerationSettings, Reply
 
 __all__ = [
     "ANY_JSON_OBJECT",
+    "BatchDecoder",
     "GenerationSettings",
     "GrammarProcessor",
     "JsonGrammar",
@@ -39,9 +45,11 @@ __all__ = [
     "RowLogitsProcessor",
     "SchemaError",
     "chat_messages",
+    "fast_path_blocker",
     "generate",
     "generate_rows",
     "group_rows",
+    "new_batch_decoder",
     "prompt_ids",
     "read_json_schema",
     "validate_json_schema",

@@ -1,29 +1,36 @@
 """The one decoding path: rows of token ids in, one ``Reply`` per row out.
 
 ``generate_rows`` decodes any number of rows; ``generate`` (one conversation), the adapter
-registry (``AdapterRegistry.decode``) and the server's worker all call it. Rows are left-padded
-into one ``model.generate`` call per group (``group_rows``): every row's last prompt token sits
-in the same column, so new tokens append to all rows at once, and the attention mask hides the
-padding and sets the positions. Everything else is per row:
+registry (``AdapterRegistry.decode``) and the server's worker all go through it. Two engines
+sit under it, with one behaviour per row (``RowProgress``):
 
-- **adapter**: on a peft model, ``adapter_names`` routes each row through its own LoRA
-  (``"__base__"`` for none): peft's mixed-batch forward computes ``base(x)`` for the whole batch
-  and adds ``scaling·B·A·x`` for each row's own adapter, so rows on different adapters share a
-  batch (``AdapterRegistry.decode`` maps ``Row.adapter`` to these names);
-- **max_new_tokens, stop strings, cancellation**: a stopping criterion tracks each row and marks
-  it finished on its own (the batch runs until its last row finishes);
-- **streaming**: the same criterion decodes each row's new tokens and hands out text pieces,
-  holding back an incomplete UTF-8 character or a possible prefix of a stop string;
+- the **fast path** (``batch_decoder.BatchDecoder``) for the Llama-style families: each row in
+  its own KV-cache slot at its own positions (no padding), bf16 weights packed for CPU matmuls,
+  LoRA for rows on different adapters in one batched product, shared prompt prefixes computed
+  once; the server's continuous batching runs on it;
+- the **plain path**, ``model.generate`` with left-padded rows (one call per ``group_rows``
+  group), for every other model (``batch_decoder.fast_path_blocker`` says why). Greedy rows give
+  the same tokens on both paths (tests/generation/test_fast_path.py).
+
+Per row, on both:
+
+- **adapter**: on a peft model, ``adapter_names`` names each row's LoRA (``"__base__"``: none);
+  ``AdapterRegistry.decode`` maps ``Row.adapter`` to these names;
+- **max_new_tokens, stop strings, cancellation**: each row finishes on its own;
+- **streaming**: each row's new text is handed out as it grows, holding back an incomplete
+  UTF-8 character or a possible prefix of a stop string;
 - **logits processor**: ``Row.logits_processor`` sees the row's new token ids so far and its
   next-token scores, and returns the scores to sample from (masking tokens a grammar forbids,
-  for example), so constrained and free rows share a batch. A processor that is a grammar
-  (``GrammarProcessor``: it has ``is_complete``) decides the row's finish reason: ``"stop"``
-  only when its reply is complete, ``"length"`` (truncated) otherwise.
+  for example), before each of the row's tokens, never after the row finished; constrained and
+  free rows share a batch. A processor that is a grammar (``GrammarProcessor``: it has
+  ``is_complete``) decides the row's finish reason: ``"stop"`` only when its reply is complete,
+  ``"length"`` (truncated) otherwise.
 
-Which rows may share a call (``group_rows``): all greedy rows together (greedy decoding of a
-row does not depend on the others; a test checks batched equals alone); sampled rows without a
-seed together when temperature and top_p match; a sampled row with a seed alone (its seed sets
-the global RNG).
+Which rows may share a ``model.generate`` call on the plain path (``group_rows``): all greedy
+rows together (greedy decoding of a row does not depend on the others; a test checks batched
+equals alone); sampled rows without a seed together when temperature and top_p match; a
+sampled row with a seed alone (its seed sets the global RNG). The fast path takes all rows in
+one batch: a seeded row draws from its own generator.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 from transformers import (
@@ -43,25 +49,15 @@ from transformers import (
 )
 
 from tuneforge.data import ensure_pad_token
+from tuneforge.generation.batch_decoder import BatchDecoder, active_adapters, fast_path_blocker
 from tuneforge.generation.prompts import prompt_ids
+from tuneforge.generation.row_progress import RowProgress
 from tuneforge.generation.settings import GenerationSettings, Reply, sampling_kwargs
 
 # (this row's new token ids so far, this row's next-token scores [vocab]) -> scores [vocab]
 RowLogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
-
-@runtime_checkable
-class GrammarProcessor(Protocol):
-    """A ``RowLogitsProcessor`` that knows when its row's reply is complete (a grammar).
-
-    ``is_complete(new_ids)`` gets the row's whole reply as token ids once it has finished; the
-    row's ``finish_reason`` is then ``"stop"`` if it is complete, ``"length"`` if not (cut by
-    ``max_new_tokens`` or a stop string before the grammar was satisfied).
-    """
-
-    def __call__(self, new_ids: list[int], scores: torch.Tensor) -> torch.Tensor: ...
-
-    def is_complete(self, new_ids: list[int]) -> bool: ...
+BASE_ADAPTER = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
 
 
 @dataclass
@@ -91,7 +87,7 @@ class Row:
 
 
 def group_rows(rows: list[Row]) -> list[list[int]]:
-    """Split row indexes into groups that can share one ``generate`` call (see module doc)."""
+    """Split row indexes into groups that can share one ``model.generate`` call (module doc)."""
     groups: dict[tuple, list[int]] = {}
     for index, row in enumerate(rows):
         settings = row.settings
@@ -120,108 +116,47 @@ def stop_token_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters of ``text`` may not be final yet.
+def new_batch_decoder(model, tokenizer, adapters: tuple[str, ...] = ()) -> BatchDecoder | None:
+    """A ``BatchDecoder`` for ``model`` (rows may join it at any time), or None when rows on
+    ``adapters`` (peft names) need the plain path (``fast_path_blocker``)."""
+    if fast_path_blocker(model, adapters) is not None:
+        return None
+    ensure_pad_token(tokenizer)
+    return BatchDecoder(tokenizer, stop_token_ids(tokenizer, model))
 
-    An incomplete UTF-8 sequence decodes to U+FFFD; a suffix that starts a stop string may turn
-    out to be the stop, which is never sent.
-    """
-    hold = len(text) - len(text.rstrip("\ufffd"))
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                hold = max(hold, size)
-                break
-    return hold
+
+def row_adapters(adapter_names: list[str]) -> list[tuple[str, ...]]:
+    """peft ``adapter_names`` (``"__base__"``: none) as ``BatchDecoder`` adapter tuples."""
+    return [() if name == BASE_ADAPTER else (name,) for name in adapter_names]
 
 
 class _RowTracker(StoppingCriteria):
-    """Per-row bookkeeping, called by ``generate`` after every new token of the batch."""
+    """The plain path's per-row bookkeeping: ``generate`` calls it after every new token."""
 
     def __init__(self, tokenizer, rows: list[Row], stop_ids: list[int]) -> None:
-        self.tokenizer = tokenizer
-        self.rows = rows
-        self.stop_ids = set(stop_ids)
-        self.new_ids: list[list[int]] = [[] for _ in rows]
-        self.texts: list[str | None] = [None for _ in rows]  # None: not decoded yet
-        self.sent = [0 for _ in rows]  # characters already handed to on_text
-        self.finish: list[str | None] = [None for _ in rows]
+        self.progress = [RowProgress(tokenizer, row, set(stop_ids)) for row in rows]
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         last = input_ids[:, -1].tolist()
-        for index, row in enumerate(self.rows):
-            if self.finish[index] is None:
-                self._advance(index, row, last[index])
-        done = [finish is not None for finish in self.finish]
+        for progress, token in zip(self.progress, last, strict=True):
+            if progress.finish is None:
+                progress.advance(token)
+        done = [progress.finish is not None for progress in self.progress]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    def _advance(self, index: int, row: Row, token: int) -> None:
-        ids = self.new_ids[index]
-        ids.append(token)
-        if token in self.stop_ids:
-            self.finish[index] = "stop"
-        # Decoding every step costs a little; only rows that watch their text pay for it.
-        if row.settings.stop or row.on_text is not None:
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            for stop in row.settings.stop:
-                position = text.find(stop)
-                if position >= 0:
-                    text, self.finish[index] = text[:position], "stop"
-            self.texts[index] = text
-        if self.finish[index] is None and len(ids) >= row.settings.max_new_tokens:
-            self.finish[index] = "length"
-        if self.finish[index] is None and row.cancelled.is_set():
-            self.finish[index] = "cancelled"
-        self._stream(index, row, final=self.finish[index] is not None)
-
-    def _stream(self, index: int, row: Row, final: bool) -> None:
-        if row.on_text is None:
-            return
-        text = self.texts[index] or ""
-        ready = len(text) if final else len(text) - _held_back(text, row.settings.stop)
-        if ready > self.sent[index]:
-            row.on_text(text[self.sent[index] : ready])
-            self.sent[index] = ready
-
-    def close(self) -> None:
-        """Decode rows that did not watch their text, and send every held-back piece."""
-        for index, row in enumerate(self.rows):
-            if self.texts[index] is None:
-                self.texts[index] = self.tokenizer.decode(
-                    self.new_ids[index], skip_special_tokens=True
-                )
-            self.finish[index] = self.finish[index] or "length"
-            self._stream(index, row, final=True)
-
-    def reply(self, index: int, seconds: float) -> Reply:
-        """Row ``index``'s reply (call after ``close``)."""
-        finish = "stop" if self.finish[index] == "stop" else "length"
-        grammar = self.rows[index].logits_processor
-        if isinstance(grammar, GrammarProcessor) and self.finish[index] != "cancelled":
-            finish = "stop" if grammar.is_complete(self.new_ids[index]) else "length"
-        return Reply(
-            text=self.texts[index] or "",
-            prompt_tokens=len(self.rows[index].prompt_ids),
-            completion_tokens=len(self.new_ids[index]),
-            seconds=seconds,
-            finish_reason=finish,
-        )
 
 
 class _RowLogitsProcessors(LogitsProcessor):
     """Applies each row's own ``logits_processor`` to that row's scores, before sampling."""
 
-    def __init__(self, rows: list[Row], tracker: _RowTracker) -> None:
-        self.rows = rows
+    def __init__(self, tracker: _RowTracker) -> None:
         self.tracker = tracker
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
         # scores: [rows, vocab]. A finished row only receives padding from now on: skip it.
-        for index, row in enumerate(self.rows):
-            if row.logits_processor is not None and self.tracker.finish[index] is None:
-                scores[index] = row.logits_processor(
-                    list(self.tracker.new_ids[index]), scores[index]
-                )
+        for index, progress in enumerate(self.tracker.progress):
+            processor = progress.row.logits_processor
+            if processor is not None and progress.finish is None:
+                scores[index] = processor(list(progress.new_ids), scores[index])
         return scores
 
 
@@ -236,8 +171,8 @@ def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, t
     return input_ids, attention_mask
 
 
-def _decode_group(model, tokenizer, rows: list[Row], adapter_names: list[str] | None):
-    """One ``model.generate`` call for rows of one group (``group_rows``)."""
+def _plain_group(model, tokenizer, rows: list[Row], adapter_names: list[str] | None):
+    """One ``model.generate`` call for rows of one group (``group_rows``): the plain path."""
     device = next(model.parameters()).device
     input_ids, attention_mask = _left_padded(
         [row.prompt_ids for row in rows], ensure_pad_token(tokenizer)
@@ -251,7 +186,7 @@ def _decode_group(model, tokenizer, rows: list[Row], adapter_names: list[str] | 
         "stopping_criteria": StoppingCriteriaList([tracker]),
     }
     if any(row.logits_processor is not None for row in rows):
-        kwargs["logits_processor"] = LogitsProcessorList([_RowLogitsProcessors(rows, tracker)])
+        kwargs["logits_processor"] = LogitsProcessorList([_RowLogitsProcessors(tracker)])
     kwargs.update(sampling_kwargs(rows[0].settings))
     if adapter_names is not None:
         kwargs["adapter_names"] = adapter_names
@@ -260,15 +195,47 @@ def _decode_group(model, tokenizer, rows: list[Row], adapter_names: list[str] | 
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
     )
     seconds = time.perf_counter() - start
-    tracker.close()
-    return [tracker.reply(index, seconds) for index in range(len(rows))]
+    replies = []
+    for progress in tracker.progress:
+        progress.close()
+        replies.append(progress.reply(seconds))
+    return replies
+
+
+def generate_rows_plain(
+    model, tokenizer, rows: list[Row], adapter_names: list[str] | None = None
+) -> list[Reply]:
+    """``generate_rows`` on the plain path (``model.generate``) whatever the model: the
+    reference the fast path is tested and measured against (tests, bench/decode.py)."""
+    replies: list[Reply | None] = [None] * len(rows)
+    for group in group_rows(rows):
+        names = None if adapter_names is None else [adapter_names[i] for i in group]
+        decoded = _plain_group(model, tokenizer, [rows[i] for i in group], names)
+        for index, reply in zip(group, decoded, strict=True):
+            replies[index] = reply
+    return replies
+
+
+def decode_all(decoder: BatchDecoder, model, rows: list[Row], adapters=None) -> list[Reply]:
+    """Run ``decoder`` until ``rows`` (joined all at once) are finished; their replies in order.
+
+    Args:
+        adapters: each row's adapter tuple (``BatchDecoder.join``), None: the model's own.
+    """
+    replies: dict[int, Reply] = {}
+    for row, reply in decoder.join(model, rows, adapters):
+        replies[id(row)] = reply
+    while decoder.active:
+        for row, reply in decoder.step(model):
+            replies[id(row)] = reply
+    return [replies[id(row)] for row in rows]
 
 
 @torch.inference_mode()
 def generate_rows(
     model, tokenizer, rows: list[Row], adapter_names: list[str] | None = None
 ) -> list[Reply]:
-    """Decode ``rows``: one ``model.generate`` call per group of rows (``group_rows``).
+    """Decode ``rows``: together on the fast path, else one ``model.generate`` call per group.
 
     The tokenizer gets a pad token if it has none (``tuneforge.data.ensure_pad_token``).
 
@@ -281,20 +248,26 @@ def generate_rows(
 
     Returns:
         one Reply per row, in order: text (stops cut), prompt and completion token counts
-        (tokens), the wall time of the call that decoded it (seconds), ``finish_reason``.
+        (tokens), the wall time from the start of its decoding to its end (seconds),
+        ``finish_reason``.
 
     Raises:
         ValueError: ``adapter_names`` does not give one name per row.
     """
     if adapter_names is not None and len(adapter_names) != len(rows):
         raise ValueError(f"{len(adapter_names)} adapter names for {len(rows)} rows")
-    replies: list[Reply | None] = [None] * len(rows)
-    for group in group_rows(rows):
-        names = None if adapter_names is None else [adapter_names[i] for i in group]
-        decoded = _decode_group(model, tokenizer, [rows[i] for i in group], names)
-        for index, reply in zip(group, decoded, strict=True):
-            replies[index] = reply
-    return replies
+    if not rows:
+        return []
+    adapters = None if adapter_names is None else row_adapters(adapter_names)
+    used = (
+        active_adapters(model)
+        if adapters is None
+        else tuple(sorted({name for names in adapters for name in names}))
+    )
+    decoder = new_batch_decoder(model, tokenizer, used)
+    if decoder is None:
+        return generate_rows_plain(model, tokenizer, rows, adapter_names)
+    return decode_all(decoder, model, rows, adapters)
 
 
 def generate(

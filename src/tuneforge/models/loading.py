@@ -131,9 +131,9 @@ def load_model(
 
     Args:
         ref: ``default``, a model folder, a ``.gguf`` file or a hub id.
-        dtype: ``auto`` (bf16 on capable CUDA, else fp32), ``float32``, ``bfloat16``, ``float16``;
-            with ``quantization`` the compute dtype of the 4-bit layers (``auto``: the one the
-            settings record).
+        dtype: ``auto`` (bf16 where the device computes it natively, else fp32; see
+            ``models.device``), ``float32``, ``bfloat16``, ``float16``; with ``quantization``
+            the compute dtype of the 4-bit layers (``auto``: the one the settings record).
         device: ``auto``, ``cpu`` or ``cuda``.
         home: cache root (default ``$TUNEFORGE_HOME`` or ``~/.cache/tuneforge``).
         quantization: the 4-bit settings of a QLoRA adapter's base (``BaseIdentity.

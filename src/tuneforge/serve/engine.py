@@ -1,8 +1,12 @@
-"""The engine: one worker thread drains a bounded queue of requests in batches.
+"""The engine: one worker thread decodes a bounded queue of requests, continuously batched.
 
-HTTP handlers never touch the model. They ``submit`` a row and await its events; the worker takes
-up to ``max_batch_size`` waiting rows, splits them into groups that can share a ``generate``
-call (``generation.group_rows``) and decodes each group with ``AdapterRegistry.decode``.
+HTTP handlers never touch the model. They ``submit`` a row and await its events. The worker
+keeps one running batch (``AdapterRegistry.new_decoder``): between two decode steps, waiting
+rows join it (up to ``max_batch_size`` rows decoding at once) and finished rows leave it, their
+replies sent at once; a request never waits for a batch that started before it to end. Rows the
+fast path cannot decode (a model family it does not cover, a DoRA adapter) are decoded the old
+way: split into groups that can share a ``generate`` call (``generation.group_rows``), each
+decoded to the end by ``AdapterRegistry.decode`` between two steps.
 
 A full queue refuses at once (``QueueFullError`` -> HTTP 429) instead of letting clients hang.
 Adapters are the registry's: ``submit`` reserves a row's adapter (so an unload waits for it, and
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from tuneforge.adapters import AdapterRegistry
 from tuneforge.errors import AdapterError
-from tuneforge.generation import Reply, Row, group_rows
+from tuneforge.generation import BatchDecoder, Reply, Row, group_rows
 
 log = logging.getLogger("tuneforge.serve")
 
@@ -91,8 +95,8 @@ class Engine:
         self._queue: queue.Queue[Ticket] = queue.Queue(maxsize=max_queue)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.batches = 0
-        self.batched_rows = 0
+        self.batches = 0  # admissions: times waiting rows were taken in (with at least one row)
+        self.batched_rows = 0  # rows taken in
         self.generated_tokens = 0  # completion tokens decoded, for every row (tokens)
         self.cancelled_rows = 0  # rows whose client went away before their reply was sent
 
@@ -178,38 +182,104 @@ class Engine:
     # ---- worker ----------------------------------------------------------------------------
 
     def _work(self) -> None:
+        decoder = self.registry.new_decoder()
+        running: dict[int, Ticket] = {}  # id(row) -> ticket, for rows in ``decoder``
         while True:
-            try:
-                first = self._queue.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                if self._stopping.is_set():
+            if running:
+                waiting = self._take(self.max_batch_size - len(running), wait=False)
+            else:
+                waiting = self._take(self.max_batch_size, wait=True)
+                if waiting is None:
                     return
-                continue
-            batch = [first]
-            window_end = time.perf_counter() + BATCH_WINDOW_SECONDS
-            while len(batch) < self.max_batch_size:
-                try:
-                    wait = max(window_end - time.perf_counter(), 0.0)
-                    batch.append(
-                        self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
-                    )
-                except queue.Empty:
-                    break
-            self._run_batch(batch)
+            admitted = self._admit(waiting or [])
+            if admitted and decoder is None:
+                self._run_batch(admitted)
+            elif admitted:
+                decoder = self._join(decoder, admitted, running)
+            if running:
+                decoder = self._step(decoder, running)
 
-    def _run_batch(self, batch: list[Ticket]) -> None:
-        waiting = batch
-        batch = []
+    def _take(self, room: int, wait: bool) -> list[Ticket] | None:
+        """Up to ``room`` waiting tickets. With ``wait``, block for the first one (polling for
+        shutdown: None once stopping with nothing queued), then gather the burst that came with
+        it for ``BATCH_WINDOW_SECONDS``."""
+        batch: list[Ticket] = []
+        if wait:
+            while not batch:
+                try:
+                    batch.append(self._queue.get(timeout=_POLL_SECONDS))
+                except queue.Empty:
+                    if self._stopping.is_set():
+                        return None
+        window_end = time.perf_counter() + (BATCH_WINDOW_SECONDS if wait else 0.0)
+        while len(batch) < room:
+            try:
+                pause = max(window_end - time.perf_counter(), 0.0)
+                batch.append(self._queue.get(timeout=pause) if pause else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _admit(self, waiting: list[Ticket]) -> list[Ticket]:
+        """Drop the tickets whose client went away while they waited; count the rest."""
+        admitted = []
         for ticket in waiting:
-            if ticket.row.cancelled.is_set():  # its client went away while it waited: skip it
+            if ticket.row.cancelled.is_set():
                 self.cancelled_rows += 1
                 self.registry.release([ticket.row.adapter])
             else:
-                batch.append(ticket)
-        if not batch:
-            return
-        self.batches += 1
-        self.batched_rows += len(batch)
+                admitted.append(ticket)
+        if admitted:
+            self.batches += 1
+            self.batched_rows += len(admitted)
+        return admitted
+
+    def _join(
+        self, decoder: BatchDecoder, tickets: list[Ticket], running: dict[int, Ticket]
+    ) -> BatchDecoder:
+        """Add ``tickets`` to the running batch; rows it cannot take are decoded to the end now."""
+        for ticket in tickets:
+            running[id(ticket.row)] = ticket
+        try:
+            finished, refused = self.registry.join(decoder, [ticket.row for ticket in tickets])
+        except Exception as err:
+            return self._fail(err, running)
+        if refused:
+            self._run_batch([running.pop(id(row)) for row in refused])
+        self._finish(finished, running)
+        return decoder
+
+    def _step(self, decoder: BatchDecoder, running: dict[int, Ticket]) -> BatchDecoder:
+        try:
+            finished = self.registry.step(decoder)
+        except Exception as err:
+            return self._fail(err, running)
+        self._finish(finished, running)
+        return decoder
+
+    def _finish(self, finished: list, running: dict[int, Ticket]) -> None:
+        """Send each finished row's reply and release its adapter."""
+        for row, reply in finished:
+            ticket = running.pop(id(row))
+            self.generated_tokens += reply.completion_tokens
+            # Checked before "done" is sent: a handler sets ``cancelled`` after it too.
+            if row.cancelled.is_set():
+                self.cancelled_rows += 1
+            ticket.send("done", reply)
+            self.registry.release([row.adapter])
+
+    def _fail(self, err: Exception, running: dict[int, Ticket]) -> BatchDecoder | None:
+        """A decode failed: every running row gets the error (a 500), the batch starts anew."""
+        # Reported to each client as a 500 and logged; the worker keeps serving.
+        log.exception("generation failed for a batch of %d rows", len(running))
+        for ticket in running.values():
+            ticket.send("error", err)
+            self.registry.release([ticket.row.adapter])
+        running.clear()
+        return self.registry.new_decoder()
+
+    def _run_batch(self, batch: list[Ticket]) -> None:
+        """Decode ``batch`` to the end on the plain path, one ``group_rows`` group at a time."""
         rows = [ticket.row for ticket in batch]
         for group in group_rows(rows):
             tickets = [batch[index] for index in group]

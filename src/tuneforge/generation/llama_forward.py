@@ -1,0 +1,177 @@
+"""The decoder forward of the Llama-style families, written for decoding: few kernels per layer.
+
+transformers' forward spends, per generated token of the 135M default model, about as long in
+Python and small kernels (module calls, norms, rotary embeddings, mask and cache bookkeeping:
+some 450 kernels) as in the matmuls that read the weights (bench/decode.py's profile,
+docs/decode.md). This forward computes the same function from the same modules' weights with
+fewer, larger kernels: q/k/v and gate/up as one product each (``packed_linear``), each row's
+LoRA term in one batched product per layer (``batched_lora``), keys and values written into
+the row's own slot (``slot_cache``). It reuses the model's own rotary-embedding module (so every
+RoPE scaling variant stays the model's) and its norms' weights and epsilons.
+
+Covered: ``llama``, ``mistral``, ``qwen2`` (q/k/v biases), ``qwen3`` (per-head q/k norms):
+tests/generation/test_fast_path.py checks each against ``model.generate`` on random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuneforge.generation.batched_lora import LoraBank, peft_base_model
+from tuneforge.generation.packed_linear import PACKED_LINEARS, Product
+from tuneforge.generation.slot_cache import SlotCache
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def _base_layer(module: nn.Module) -> nn.Module:
+    """The linear layer itself, inside a peft LoRA layer when it is one."""
+    return getattr(module, "base_layer", module)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The families' RMSNorm, in their order of operations (fp32 statistics, then cast back)."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` (``[rows, heads, q, head_dim]``), as ``apply_rotary_pos_emb``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos) + (rotated * sin)
+
+
+@dataclass
+class _Layer:
+    """One decoder layer's modules, grouped by the input they read."""
+
+    input_norm: nn.Module
+    post_norm: nn.Module
+    q_norm: nn.Module | None  # qwen3's per-head norms
+    k_norm: nn.Module | None
+    qkv: tuple[nn.Module, nn.Module, nn.Module]  # as in the model (maybe peft LoRA layers)
+    out: nn.Module
+    gate_up: tuple[nn.Module, nn.Module]
+    down: nn.Module
+    act: nn.Module
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scaling: float
+
+    @property
+    def qkv_sizes(self) -> tuple[int, int, int]:
+        """Widths of q, k and v in the fused q/k/v output."""
+        kv = self.kv_heads * self.head_dim
+        return (self.heads * self.head_dim, kv, kv)
+
+
+class LlamaForward:
+    """``hidden states`` of rows decoding in a ``SlotCache``, for one model of ``FAMILIES``.
+
+    Args:
+        model: a causal LM of ``FAMILIES`` (or a peft model wrapping one).
+    """
+
+    def __init__(self, model) -> None:
+        base = peft_base_model(model)
+        inner = base.get_decoder()
+        config = base.config
+        self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
+        self.norm = inner.norm
+        self.head = base.get_output_embeddings()
+        self.silu = config.hidden_act == "silu"
+        heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.layers = []
+        for layer in inner.layers:
+            attention, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                _Layer(
+                    input_norm=layer.input_layernorm,
+                    post_norm=layer.post_attention_layernorm,
+                    q_norm=getattr(attention, "q_norm", None),
+                    k_norm=getattr(attention, "k_norm", None),
+                    qkv=(attention.q_proj, attention.k_proj, attention.v_proj),
+                    out=attention.o_proj,
+                    gate_up=(mlp.gate_proj, mlp.up_proj),
+                    down=mlp.down_proj,
+                    act=mlp.act_fn,
+                    heads=heads,
+                    kv_heads=kv_heads,
+                    head_dim=attention.head_dim,
+                    scaling=attention.scaling,
+                )
+            )
+        self._products: dict[tuple[nn.Module, ...], Product] = {}
+
+    def _product(self, modules: tuple[nn.Module, ...]) -> Product:
+        key = tuple(_base_layer(module) for module in modules)
+        if key not in self._products:
+            self._products[key] = PACKED_LINEARS.product(key)
+        return self._products[key]
+
+    def _project(self, modules, x: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
+        """``cat([module(x) for module in modules], -1)``: the base product plus each row's
+        LoRA term."""
+        out = self._product(modules)(x)
+        if bank is not None:
+            bank.add_delta(modules, x, out)
+        return out
+
+    def hidden(
+        self, input_ids: torch.Tensor, cache: SlotCache, bank: LoraBank | None
+    ) -> torch.Tensor:
+        """Last-layer hidden states ``[rows, q, hidden]`` (before the final norm) of
+        ``input_ids`` (``[rows, q]``) at ``cache.positions``; writes their keys and values."""
+        x = self.embed(input_ids)
+        cos, sin = self.rotary(x, cache.positions)
+        cos, sin = cos[:, None], sin[:, None]  # [rows, 1, q, head_dim]
+        mask = cache.attention_mask()
+        rows, length = input_ids.shape
+        for index, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.input_norm.weight, layer.input_norm.variance_epsilon)
+            q, k, v = self._project(layer.qkv, h, bank).split(layer.qkv_sizes, dim=-1)
+            q = q.view(rows, length, layer.heads, layer.head_dim)
+            k = k.view(rows, length, layer.kv_heads, layer.head_dim)
+            if layer.q_norm is not None:
+                q, k = layer.q_norm(q), layer.k_norm(k)
+            q = _rotate(q.transpose(1, 2), cos, sin)
+            k = _rotate(k.transpose(1, 2), cos, sin)
+            v = v.view(rows, length, layer.kv_heads, layer.head_dim).transpose(1, 2)
+            keys, values = cache.update(k, v, index)
+            attended = self._attend(layer, q, keys, values, mask)
+            x = x + self._project((layer.out,), attended, bank)
+            h = rms_norm(x, layer.post_norm.weight, layer.post_norm.variance_epsilon)
+            gate, up = self._project(layer.gate_up, h, bank).chunk(2, dim=-1)
+            gate = F.silu(gate) if self.silu else layer.act(gate)
+            x = x + self._project((layer.down,), gate * up, bank)
+        return x
+
+    def logits(self, hidden: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
+        """float32 next-token scores ``[rows, vocab]`` of hidden states ``[rows, hidden]``."""
+        normed = rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon)
+        return self._project((self.head,), normed, bank).float()
+
+    @staticmethod
+    def _attend(layer: _Layer, q, keys, values, mask) -> torch.Tensor:
+        """Attention of ``q`` (``[rows, heads, q, head_dim]``) over the rows' cached keys and
+        values; ``[rows, q, heads * head_dim]``."""
+        rows, heads, length, head_dim = q.shape
+        groups = heads // layer.kv_heads
+        if length == 1 and groups > 1:
+            # One query per row: fold each kv head's query heads into the query axis, so the
+            # kernel reads every key once (what transformers' sdpa path does for decoding).
+            q = q.reshape(rows, layer.kv_heads, groups, head_dim)
+            out = F.scaled_dot_product_attention(q, keys, values, mask, scale=layer.scaling)
+            return out.reshape(rows, 1, heads * head_dim)
+        out = F.scaled_dot_product_attention(
+            q, keys, values, mask, scale=layer.scaling, enable_gqa=groups > 1
+        )
+        return out.transpose(1, 2).reshape(rows, length, heads * head_dim)
