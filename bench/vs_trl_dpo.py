@@ -16,8 +16,12 @@ conversations, prompt + chosen and prompt + rejected (TRL's ``attention_mask`` s
 ratio of pairs per second. Steady state: steps 2..N over the time between the end of step 1 and
 the end of step N.
 
-    .venv/bin/python bench/vs_trl_dpo.py            # 12 steps, batch 8, max length 256
-    .venv/bin/python bench/vs_trl_dpo.py --quick    # 5 steps, batch 4
+    .venv/bin/python bench/vs_trl_dpo.py --threads 1   # 12 steps, batch 8, max length 256
+    .venv/bin/python bench/vs_trl_dpo.py --quick       # 5 steps, batch 4
+
+On a shared machine, ``--threads 1`` keeps each run's OpenMP threads from spinning against other
+processes' (with 2 threads per run and a load of 10 on 2 cores, both trainers ran 10-50x slower
+than idle and their ratio was noise).
 """
 
 from __future__ import annotations
@@ -221,6 +225,10 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the machine line reports the runs' thread count
     load_before = os.getloadavg()
     rows, ratios = [], []
     dtypes = ("float32", "bfloat16") if args.dtype == "both" else (args.dtype,)

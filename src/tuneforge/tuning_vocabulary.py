@@ -30,8 +30,8 @@ PREFERENCE_OBJECTIVES = ("dpo", "orpo")
 REFERENCES = ("auto", "base", "copy", "precomputed")
 """DPO's reference model: ``base``, the frozen base with the adapter disabled (lora/qlora; no
 extra weights); ``copy``, a frozen copy of the starting model (full; its weights in memory);
-``precomputed``, the starting model's log-probs of every pair computed once before training
-(any method; no extra weights, one no-grad pass over the data); ``auto``, see
+``precomputed``, the starting model's log-probs of the pairs the run uses, computed once before
+training (any method; no extra weights, one no-grad pass over those pairs); ``auto``, see
 ``resolve_reference``."""
 
 BETA = 0.1

@@ -62,7 +62,7 @@ def test_a_preference_run_logs_its_metrics_and_saves_its_output(
     assert "pairs: 36 train, 4 validation" in captured.out  # the data report
     assert "pairs x 256 tokens (prompt once + chosen + rejected" in captured.out  # the plan
     if method == "full" and objective == "dpo":
-        assert "reference: log-probs of 40 pairs precomputed" in captured.out
+        assert "reference: log-probs of 20 pairs precomputed" in captured.out  # 4 x 4 + 4 val
 
 
 @pytest.mark.parametrize(

@@ -63,8 +63,9 @@ class TrainConfig:
             orpo: the weight of the odds-ratio term (lambda in the paper).
         reference: dpo's reference model: ``base`` (lora/qlora: the base with the adapter
             disabled, no extra memory), ``copy`` (full: a frozen copy of the starting
-            weights), ``precomputed`` (the starting model's log-probs of every pair, computed
-            once before training) or ``auto`` (base for a new adapter, else precomputed).
+            weights), ``precomputed`` (the starting model's log-probs of the pairs the run
+            uses, computed once before training) or ``auto`` (base for a new adapter, else
+            precomputed).
         init_adapter: a trained LoRA adapter folder (e.g. an SFT run's adapter/) to start from
             instead of a fresh adapter; its LoRA shape must match lora_r, lora_alpha,
             use_rslora and use_dora. With dpo its model (base + adapter) is the reference.

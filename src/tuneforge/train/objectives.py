@@ -94,8 +94,8 @@ def build_objective(
     Args:
         model: the prepared model, as training starts (its starting weights are the
             reference's).
-        all_batches: returns every pair batch (an epoch's training batches and the
-            validation ones); called only for a precomputed reference.
+        all_batches: returns the pair batches to score (the training batches the run will
+            use and the validation ones); called only for a precomputed reference.
         log: where a precomputation reports its time.
     """
     from tuneforge.train.loop import autocast_for
@@ -124,8 +124,9 @@ def build_objective(
     table = precompute_reference(
         model, batches, pairs, device, lambda: autocast_for(device, compute_dtype)
     )
+    scored = sum(int(batch["pair_index"].numel()) for batch in batches)
     log(
-        f"reference: log-probs of {pairs} pairs precomputed with the starting model in "
+        f"reference: log-probs of {scored} pairs precomputed with the starting model in "
         f"{time.perf_counter() - start:.1f} s (once; no reference model during training)"
     )
     return DirectPreference(config.beta, table)

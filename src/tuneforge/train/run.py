@@ -170,6 +170,14 @@ def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], Non
     )
 
 
+def batches_to_train(config: TrainConfig, data: TrainingData, world_size: int) -> list:
+    """The training batches a run will use, each once: the first epoch's, or only its first
+    ``steps x grad_accum x processes`` when the run ends within it (what a precomputed
+    reference needs to score; a longer run reads every pair)."""
+    used = total_steps(config, data, world_size) * config.grad_accum * world_size
+    return data.epoch_batches(0)[:used]
+
+
 def memory_plan_text(
     config: TrainConfig,
     parallel: Parallel,
@@ -306,7 +314,7 @@ def _train(
     objective = build_objective(
         config,
         prepared.model,
-        lambda: data.epoch_batches(0) + data.val_batches,
+        lambda: batches_to_train(config, data, parallel.world_size) + data.val_batches,
         device,
         prepared.compute_dtype,
         log,
