@@ -189,8 +189,15 @@ def _loss_parts(
     return objective.loss_parts(model, batch)
 
 
-def _summed(parts: list[dict], names: list[str]) -> list[float]:
-    return [sum(float(part.get(name, 0.0)) for part in parts) for name in names]
+def _add(totals: dict[str, torch.Tensor], sums: dict, weight: float) -> None:
+    """Accumulate a micro-batch's statistics on the device (one host sync per step, later)."""
+    for name, value in sums.items():
+        totals[name] = totals.get(name, 0.0) + weight * value.detach().double()
+
+
+def _floats(totals: dict[str, torch.Tensor]) -> tuple[list[str], list[float]]:
+    names = sorted(totals)
+    return names, (torch.stack([totals[n] for n in names]).tolist() if names else [])
 
 
 @torch.no_grad()
@@ -212,16 +219,16 @@ def evaluate(
     objective = objective or SupervisedObjective()
     was_training = model.training
     model.eval()
-    total, count, parts = 0.0, 0, []
+    total, count, totals = 0.0, 0, {}
     for batch, weight in rank_share(batches, parallel) if batches else []:
         count += int(weight) * objective.units(batch)
         batch = _to_device(batch, device)
         with autocast_for(device, compute_dtype):
             loss, sums = _loss_parts(model, parallel, objective, batch)
         total += weight * float(loss)
-        parts.append({name: weight * float(value) for name, value in sums.items()})
-    names = sorted({name for part in parts for name in part})
-    total, count, *values = parallel.sum([total, count, *_summed(parts, names)], device)
+        _add(totals, sums, weight)
+    names, values = _floats(totals)
+    total, count, *values = parallel.sum([total, count, *values], device)
     parallel.reshard()
     model.train(was_training)
     if not count:
@@ -272,7 +279,7 @@ def _train_step(
     # DDP and FSDP average gradients over ranks; the step's loss is their sum.
     scale = parallel.world_size / units
     loss_sum = torch.zeros((), device=device)
-    parts = []
+    totals: dict[str, torch.Tensor] = {}
     share = rank_share(group, parallel)
     for index, (batch, weight) in enumerate(share):
         batch = _to_device(batch, device)
@@ -282,9 +289,9 @@ def _train_step(
                 part = part * weight
             (part * scale).backward()
         loss_sum += part.detach()
-        parts.append({name: weight * float(value) for name, value in sums.items()})
-    names = sorted({name for part in parts for name in part})
-    loss_total, *values = parallel.sum([float(loss_sum), *_summed(parts, names)], device)
+        _add(totals, sums, weight)
+    names, values = _floats(totals)
+    loss_total, *values = parallel.sum([float(loss_sum), *values], device)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     sums = dict(zip(names, values, strict=True))
@@ -468,10 +475,11 @@ def fit(
                     f"stopped before updating the weights ({_kept(run_dir)}). Lower 'lr', keep "
                     "'max_grad_norm' > 0, or use dtype float32"
                 )
-            if collapse.update(step, objective.token_nll(loss, result.sums), grad_norm):
+            watched = objective.token_nll(loss, result.sums)  # the loss itself for sft
+            if collapse.update(step, watched, grad_norm):
                 # The first flat step ran on the weights checkpointed as its previous step.
                 remove_checkpoints_from(run_dir, collapse.first_step - 1, parallel)
-                raise TrainingDivergedError(collapse.message(step, loss, _kept(run_dir)))
+                raise TrainingDivergedError(collapse.message(step, watched, _kept(run_dir)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
