@@ -207,5 +207,8 @@ def test_data_validate_reports_the_bad_pair_at_its_line(tmp_path, capsys):
         tmp_path / "pairs.jsonl",
         [{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "a"}],
     )
+    write(tmp_path / "ok.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    assert main(["data", "validate", str(tmp_path / "ok.jsonl")]) == 0
+    assert "1 valid pairs (format preference)" in capsys.readouterr().out
     assert main(["data", "validate", path]) == 2
     assert f"{path}:2: missing field 'rejected'" in capsys.readouterr().err
