@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 LLAMA_CPP_VERSION ?= 0.3.36
 WHEELS ?= $(HOME)/.cache/tuneforge/wheels
 
-.PHONY: install llama-cpp-wheel test test-fast demo bench lint format clean
+.PHONY: install llama-cpp-wheel browser test test-fast demo bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,21 @@ llama-cpp-wheel:
 	  $(PY) -m pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS) || \
 	  echo "WARNING: building llama-cpp-python failed (cmake and a C++ compiler are needed)" >&2; }
 
+# The web UI's browser tests drive Debian's headless Chromium through its chromedriver (no
+# browser download). Installed here when missing (apt, as root); where that cannot be done the
+# tests are reported as skipped with the reason.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (apt) for the UI's browser tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver; } >/dev/null || \
+	    echo "WARNING: installing chromium failed: the UI's browser tests will be skipped" >&2; \
+	  else \
+	    echo "WARNING: chromium/chromedriver missing (apt-get install chromium chromium-driver" \
+	      "as root): the UI's browser tests will be skipped" >&2; \
+	  fi; }
+
 install: $(STAMP)
 
 lint: $(STAMP)
@@ -42,10 +57,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(VENV)/bin/pytest -q -m "not slow"
 
 demo: $(STAMP)

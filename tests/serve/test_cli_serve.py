@@ -87,6 +87,13 @@ def test_started_from_root_without_adapter_root_loads_nothing_over_http(cli_serv
     assert [card["id"] for card in json.loads(text)["data"]] == ["tiny", "a1"]
 
 
+def test_cli_server_on_loopback_serves_the_web_ui_behind_its_key(cli_server):
+    _, port = cli_server
+    assert _request(port, "GET", "/ui/train")[0] == 401
+    status, text = _request(port, "GET", "/ui/train", headers=AUTH)
+    assert status == 200 and "<html" in text.lower()
+
+
 def test_cli_server_answers_only_its_own_host_names(cli_server):
     """Item 11: a DNS-rebinding Host is refused; the loopback names are served."""
     _, port = cli_server

@@ -131,6 +131,21 @@ def test_non_streaming_requests_stop_when_their_client_goes_away(open_server):
     """Item 10: clients send a request and close; the one decoding stops early, as streams
     do, and the one still queued is dropped without decoding (one row per batch here)."""
     engine = open_server.engine
+    # Each decoding step takes at least 10 ms, so the 400-token reply cannot finish before its
+    # client closes, however fast the machine (the tiny model alone decodes 400 tokens in ~1 s).
+    slow_step = engine.registry.model.register_forward_pre_hook(lambda *_: time.sleep(0.01))
+    try:
+        cancelled_while_decoding(open_server, engine)
+    finally:
+        slow_step.remove()
+    # The server goes on serving.
+    reply = open_server.client().chat.completions.create(
+        model=BASE_NAME, messages=HELLO, max_tokens=2, temperature=0
+    )
+    assert reply.usage.completion_tokens == 2
+
+
+def cancelled_while_decoding(open_server, engine) -> None:
     batches, tokens, cancelled = engine.batches, engine.generated_tokens, engine.cancelled_rows
     body = {"model": BASE_NAME, "messages": HELLO, "max_tokens": 400, "temperature": 0}
     decoding = send_and_keep_open(open_server, body)
@@ -147,8 +162,3 @@ def test_non_streaming_requests_stop_when_their_client_goes_away(open_server):
     assert "tuneforge_cancelled_requests_total 2" in metrics
     assert 'tuneforge_requests_total{path="/v1/chat/completions",status="499"} 2' in metrics
     assert "tuneforge_unhandled_errors_total 0" in metrics
-    # The server goes on serving.
-    reply = open_server.client().chat.completions.create(
-        model=BASE_NAME, messages=HELLO, max_tokens=2, temperature=0
-    )
-    assert reply.usage.completion_tokens == 2

@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "tuneforge.cli.rag_commands",
     "tuneforge.cli.plan_commands",
     "tuneforge.cli.eval_commands",
+    "tuneforge.cli.ui_commands",
 ]
 
 EPILOG = """examples:

@@ -5,7 +5,8 @@ command line of the commands that build it: ``--field-name`` per field, its type
 ``float``, ``str``; ``bool`` as ``--x/--no-x``; ``X | None``; a ``list[str]`` as ``A,B``), its
 choices (``field(metadata={"choices": ...})``, from ``tuneforge.tuning_vocabulary``) and its
 help, the field's entry in the class docstring's ``Attributes:`` block. A field added once to
-the dataclass appears in YAML, on the command line and in ``--help``.
+the dataclass appears in YAML, on the command line, in ``--help`` and in the web UI's form (both
+read the fields through ``tuneforge.config_fields``).
 
 Options default to "not given" (``argparse.SUPPRESS``), so a value from a YAML file survives
 unless the option is passed; ``given_options`` collects the ones that were.
@@ -14,71 +15,22 @@ unless the option is passed; ``given_options`` collects the ones that were.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import re
-import types
-import typing
 from typing import Any
 
-_ENTRY = re.compile(r"^(\s*)([A-Za-z_]\w*): (.*)$")
+from tuneforge.config_fields import config_fields, field_docs, field_help
 
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each field's documentation, from the ``Attributes:`` block of ``cls``'s docstring.
-
-    An entry is ``name: text`` with continuation lines indented deeper; entries end at a blank
-    line or at a line indented less than the first entry.
-    """
-    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
-    if "Attributes:" not in (line.strip() for line in lines):
-        return {}
-    start = [line.strip() for line in lines].index("Attributes:") + 1
-    docs: dict[str, str] = {}
-    indent = None
-    name = None
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        depth = len(line) - len(line.lstrip())
-        match = _ENTRY.match(line)
-        if indent is None:
-            indent = depth
-        if depth < indent:
-            break
-        if depth == indent and match:
-            name = match.group(2)
-            docs[name] = match.group(3).strip()
-        elif name is not None:
-            docs[name] += " " + line.strip()
-    return docs
+# field_docs is read by tests/train/test_config.py from here (it lives in tuneforge.config_fields).
+__all__ = ["add_config_options", "field_docs", "given_options"]
 
 
 def _help(text: str, default: Any) -> str:
     """Docstring text as argparse help: no reST markup, ``%`` escaped, the real default added."""
-    text = text.replace("``", "").replace("%", "%%")
-    if default is None:
+    text = field_help(text).replace("%", "%%")
+    if default is None or default == []:
         return text
     if isinstance(default, bool):
         default = "true" if default else "false"
     return f"{text} (default: {default})"
-
-
-def _default(item: dataclasses.Field) -> Any:
-    if item.default is not dataclasses.MISSING:
-        return item.default
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    return None
-
-
-def _base_type(hint: Any) -> Any:
-    """``int | None`` -> ``int``; other hints unchanged."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
-        if len(kinds) == 1:
-            return kinds[0]
-    return hint
 
 
 def add_config_options(
@@ -107,36 +59,26 @@ def add_config_options(
         ValueError: a field has no entry in the docstring's ``Attributes:`` block, or a type
             that has no command-line form (a programming error, caught by the tests).
     """
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
     rename = rename or {}
     dests = []
-    for item in dataclasses.fields(cls):
+    for item in config_fields(cls):
         if item.name in skip or (only is not None and item.name not in only):
             continue
-        kind = _base_type(hints[item.name])
-        if dataclasses.is_dataclass(kind):
-            continue
-        if item.name not in docs:
-            raise ValueError(
-                f"{cls.__name__}.{item.name} has no entry in the class docstring's Attributes "
-                "block: document it there, which is also its --help text"
-            )
         dest = rename.get(item.name, item.name)
         flag = "--" + dest.replace("_", "-")
-        text = _help(docs[item.name], _default(item))
+        text = _help(item.help, item.default)
         options: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": text}
-        if kind is bool:
+        if item.kind == "bool":
             options["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is list:
-            # kept as text: the config turns "a,b" into ["a", "b"] (as it does for YAML)
-            options.update(type=str, metavar="NAME,NAME...")
-        elif kind in (int, float, str):
-            options["type"] = kind
+        elif item.kind == "list":
+            # kept as text: the config turns "a,b" into ["a", "b"] (as it does for YAML) and
+            # checks each name against the choices
+            metavar = "{" + ",".join(item.choices) + "}[,...]" if item.choices else "NAME,NAME..."
+            options.update(type=str, metavar=metavar)
         else:
-            raise ValueError(f"{cls.__name__}.{item.name}: no command-line form for {kind!r}")
-        if "choices" in item.metadata:
-            options["choices"] = item.metadata["choices"]
+            options["type"] = {"int": int, "float": float, "str": str}[item.kind]
+            if item.choices is not None:
+                options["choices"] = item.choices
         parser.add_argument(flag, **options)
         dests.append(dest)
     return dests

@@ -101,10 +101,10 @@ def register(subparsers) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tuneforge.adapters import AdapterRegistry, load_base_for_adapters
-    from tuneforge.serve import Engine, ServeSettings, create_app
+    from tuneforge.cli.ui_commands import compare_parser
+    from tuneforge.serve import ServeSettings, build_server
     from tuneforge.serve.guards import is_loopback
-    from tuneforge.serve.retrieval import build_retriever
+    from tuneforge.ui import mount_ui, ui_settings_for_server
 
     adapters = parse_adapter_specs(args.adapter)
     settings = ServeSettings(
@@ -121,20 +121,17 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     if settings.model_name in adapters:
         raise ConfigError(f"--adapter {settings.model_name}: the base model already has this name")
-    retriever = build_retriever(args.store) if args.store else None
     # One base for every adapter, loaded as they were trained (NF4 4-bit for QLoRA adapters).
-    loaded = load_base_for_adapters(
-        args.model, adapters.values(), dtype=args.dtype, device=args.device
+    server = build_server(
+        args.model, adapters, settings, store=args.store, dtype=args.dtype, device=args.device
     )
     print(
-        f"base: {loaded.precision}"
-        + (", as its QLoRA adapters were trained" if loaded.quantization else "")
+        f"base: {server.precision}"
+        + (", as its QLoRA adapters were trained" if server.quantized else "")
     )
-    registry = AdapterRegistry(loaded.model, loaded.tokenizer)
-    for name, folder in adapters.items():
-        registry.load(name, folder)
-    engine = Engine(registry, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue)
-    app = create_app(engine, settings, retriever=retriever)
+    app = server.app
+    ui = ui_settings_for_server(settings, args.model, compare_parser())
+    with_ui = mount_ui(app, ui, server.retriever)
     roots = ", ".join(str(root) for root in settings.adapter_roots)
     if not is_loopback(args.host) and settings.api_key is None:
         print(
@@ -145,9 +142,15 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     names = ", ".join([settings.model_name, *adapters])
     print(f"serving {names} at http://{args.host}:{args.port}/v1 (Ctrl-C or SIGTERM stops)")
+    if with_ui:
+        print(f"web UI at http://{args.host}:{args.port}/ui")
     print(
         "adapter loading over HTTP: "
         + (f"from {roots}" if roots else "off (start with --adapter-root DIR to turn it on)")
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        if with_ui:
+            app.state.ui.jobs.stop_all()  # training runs started from the UI checkpoint and stop
     return 0

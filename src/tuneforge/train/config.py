@@ -38,6 +38,8 @@ from tuneforge.tuning_vocabulary import (
 )
 
 SCHEDULES = ("cosine", "linear", "constant")
+# Experiment trackers a run can also log its metrics to (``train.metrics``; optional extras).
+REPORT_TARGETS = ("tensorboard", "mlflow")
 # Data options a training config also takes at its top level (the form before ``data:`` nested);
 # ``data`` itself may be a path string. The split seed is the run's ``seed``.
 FLAT_DATA_KEYS = tuple(f.name for f in fields(DataConfig) if f.name not in ("path", "seed"))
@@ -107,6 +109,10 @@ class TrainConfig:
         save_every_minutes: also checkpoint once this many minutes have passed since the last
             checkpoint (0 = off), so a crash loses minutes of training, not the run.
         log_every: write a metrics line every N optimizer steps.
+        report_to: experiment trackers that also receive each metrics line: ``tensorboard``
+            (event files in ``RUN/tensorboard``) and/or ``mlflow`` (``$MLFLOW_TRACKING_URI``,
+            else a local file store in ``mlruns`` beside the run). ``metrics.jsonl`` is
+            written either way and stays the record.
         keep_checkpoints: how many recent checkpoints to keep.
         early_stopping_patience: stop after N validations without improvement (0 = off).
         num_threads: torch CPU threads (null = torch's default).
@@ -151,6 +157,7 @@ class TrainConfig:
     save_every: int = 0
     save_every_minutes: float = 10.0
     log_every: int = 1
+    report_to: list[str] = field(default_factory=list, metadata={"choices": REPORT_TARGETS})
     keep_checkpoints: int = 2
     early_stopping_patience: int = 0
     num_threads: int | None = None
@@ -249,6 +256,13 @@ class TrainConfig:
             "target_modules",
             "must be a non-empty list of module names (e.g. [q_proj, v_proj]) or null for every "
             "linear layer but the output head",
+        )
+        if isinstance(self.report_to, str):
+            self.report_to = [t.strip() for t in self.report_to.split(",") if t.strip()]
+        _check(
+            isinstance(self.report_to, list) and set(self.report_to) <= set(REPORT_TARGETS),
+            "report_to",
+            f"must be a list of {', '.join(REPORT_TARGETS)} (or empty); got {self.report_to!r}",
         )
         for name in (
             "packing",

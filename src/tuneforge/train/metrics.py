@@ -4,6 +4,11 @@ Step lines hold ``step, epoch, loss, lr, tokens, tokens_per_s, grad_norm, peak_m
 elapsed_s``; validation lines hold ``step, val_loss``. Tokens are real (non-pad) tokens. DPO and
 ORPO runs add ``reward_margin, preference_accuracy, chosen_logps, rejected_logps`` (``val_``
 prefixed on validation lines; ``tuneforge.train.objectives``).
+
+``metrics.jsonl`` is the record of a run. Experiment trackers are sinks that receive each line
+as well (``report_to`` in the training config): a ``MetricSink`` has ``write(record)`` and
+``close()``; ``SINKS`` maps a ``report_to`` name to its class, each importing its own library
+(optional extras: ``pip install 'tuneforge[tensorboard]'`` / ``'tuneforge[mlflow]'``).
 """
 
 from __future__ import annotations
@@ -11,10 +16,16 @@ from __future__ import annotations
 import json
 import os
 import resource
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+from tuneforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuneforge.train.config import TrainConfig
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -47,12 +58,159 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; each line is flushed and fsynced as it is written."""
+class MetricSink(Protocol):
+    """Somewhere a run's metrics lines also go (an experiment tracker)."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    def write(self, record: dict[str, Any]) -> None:
+        """Receive one metrics line (``step`` plus numbers), after ``metrics.jsonl`` has it."""
+
+    def close(self) -> None:
+        """Flush and end the tracker's run."""
+
+
+def _numbers(record: dict[str, Any]) -> dict[str, float]:
+    """The metric values of a line: every number but ``step`` (booleans are not metrics)."""
+    return {
+        key: float(value)
+        for key, value in record.items()
+        if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def _missing(library: str, extra: str) -> ConfigError:
+    return ConfigError(
+        f"train config field 'report_to' names {extra}, whose library ({library}) is not "
+        f"installed; pip install 'tuneforge[{extra}]', or remove {extra} from report_to"
+    )
+
+
+class TensorBoardSink:
+    """TensorBoard event files in ``RUN/tensorboard`` (``tensorboard --logdir runs`` shows
+    every run under ``runs/``), written with torch's ``SummaryWriter``."""
+
+    def __init__(self, run_dir: Path, params: dict[str, Any]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise _missing("tensorboard", "tensorboard") from err
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in params.items()))
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, value in _numbers(record).items():
+            self.writer.add_scalar(key, value, global_step=int(record["step"]))
+        self.writer.flush()  # visible in TensorBoard while the run goes on
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MlflowSink:
+    """An MLflow run named after the run folder, in experiment ``tuneforge``: on the server or
+    store of ``$MLFLOW_TRACKING_URI`` when set, else a local file store in ``mlruns`` beside
+    the run folder (``mlflow ui --backend-store-uri runs/mlruns``). The config is logged as
+    the run's parameters."""
+
+    EXPERIMENT = "tuneforge"
+
+    def __init__(self, run_dir: Path, params: dict[str, Any]) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as err:
+            raise _missing("mlflow", "mlflow") from err
+        from mlflow.entities import Param
+
+        run_dir = Path(run_dir).resolve()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = (run_dir.parent / "mlruns").as_uri()
+            # MLflow 3 keeps its file store but refuses it unless asked for: the file store is
+            # what needs no server and no database, so a local run asks for it.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.client = MlflowClient(tracking_uri=uri)
+        experiment = self.client.get_experiment_by_name(self.EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(self.EXPERIMENT)
+        )
+        run = self.client.create_run(
+            experiment_id, run_name=run_dir.name, tags={"tuneforge.run_dir": str(run_dir)}
+        )
+        self.run_id = run.info.run_id
+        self.client.log_batch(
+            self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()]
+        )
+
+    def write(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = int(record["step"])
+        metrics = [Metric(k, v, now, step) for k, v in _numbers(record).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+SINKS: dict[str, type] = {"tensorboard": TensorBoardSink, "mlflow": MlflowSink}
+"""``report_to`` name -> sink class, built as ``Sink(run_dir, params)``."""
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"path": "a"}}`` -> ``{"data.path": "a"}`` (tracker parameters are flat)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def open_sinks(names: list[str], run_dir: Path, params: dict[str, Any]) -> list[MetricSink]:
+    """The sinks ``names`` (``report_to``) for the run in ``run_dir``, each opened now.
+
+    Args:
+        names: ``report_to`` entries, keys of ``SINKS``.
+        run_dir: the run directory.
+        params: the run's parameters (its config), logged once; nested mappings flattened.
+
+    Raises:
+        ConfigError: a tracker whose library is not installed.
+    """
+    flat = _flat(params)
+    return [SINKS[name](Path(run_dir), flat) for name in names]
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; each line is flushed and fsynced as it is written, then
+    handed to each sink (experiment trackers; none by default)."""
+
+    def __init__(
+        self, path: Path, enabled: bool = True, sinks: list[MetricSink] | None = None
+    ) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self.sinks = list(sinks or [])
+
+    @classmethod
+    def for_run(cls, run_dir: Path, config: TrainConfig, enabled: bool = True) -> MetricsLog:
+        """The log of a training run: ``run_dir/metrics.jsonl`` plus the trackers of the
+        config's ``report_to`` (opened only where ``enabled``: rank 0 of a multi-process run).
+
+        Raises:
+            ConfigError: a tracker whose library is not installed.
+        """
+        sinks = open_sinks(config.report_to, run_dir, config.to_dict()) if enabled else []
+        return cls(Path(run_dir) / "metrics.jsonl", enabled=enabled, sinks=sinks)
+
+    def close(self) -> None:
+        """Close the sinks (the trackers' runs end); ``metrics.jsonl`` needs no closing."""
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` (a killed run may have logged past its checkpoint)."""
@@ -76,6 +234,8 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        for sink in self.sinks:
+            sink.write(record)
 
 
 def _step_of(line: str) -> int:
