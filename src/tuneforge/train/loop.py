@@ -394,7 +394,6 @@ def fit(
     steps = total_steps(config, data, parallel.world_size)
     group_size = config.grad_accum * parallel.world_size
     optimizer = build_optimizer(model, config)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
     state = {
         "step": 0,
         "epoch": 0,
@@ -408,8 +407,9 @@ def fit(
         state.update(load_checkpoint(checkpoint, model, optimizer, parallel))
     state["micro_batches_per_step"] = group_size  # what a resume must keep (train.resume)
     scheduler = build_scheduler(optimizer, config, steps, start_step=state["step"])
-    if is_main:
-        metrics.truncate_after(state["step"])
+    # Trackers (report_to) open last, once nothing before the loop can fail, and close with it.
+    metrics = MetricsLog.for_run(run_dir, config, enabled=is_main)
+    metrics.truncate_after(state["step"])  # a no-op where not enabled
     saved_step = state["step"] if checkpoint is not None else None
     checkpoints = _Checkpoints(run_dir, model, optimizer, state, config, parallel, saved_step)
     collapse = CollapseWatch(output_size(model))
@@ -445,7 +445,7 @@ def fit(
     stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
     start = time.perf_counter()
     batches, batches_epoch = None, None
-    with StopSignals() as signals, contextlib.closing(bar):
+    with StopSignals() as signals, contextlib.closing(bar), contextlib.closing(metrics):
         while state["step"] < steps:
             # A step boundary: every rank takes the same decision (one all-reduce).
             sigint, sigterm, clock_due = parallel.any_rank(
