@@ -13,7 +13,7 @@ Arms (LoRA r=8 alpha=16 on the default model, fp32, seed 0):
 Every command is the CLI a user runs (``tuneforge train --config ...``, ``tuneforge eval``), each
 in its own process. The load average is printed with the results.
 
-    .venv/bin/python bench/sft_then_dpo.py --sft-steps 30 --dpo-steps 30 --limit 120
+    .venv/bin/python bench/sft_then_dpo.py --sft-steps 30 --dpo-steps 20 --limit 60 --control
 """
 
 from __future__ import annotations
@@ -42,18 +42,19 @@ def tuneforge(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def train(config: str, out: Path, steps: int, threads: int, *extra: str) -> float:
+def train(config: str, out: Path, steps: int, args: argparse.Namespace, *extra: str) -> float:
     return tuneforge(
-        "train", "--config", config, "--out", str(out), "--max-steps", str(steps),
-        "--num-threads", str(threads), "--no-progress", "--force", "--eval-every", "0",
+        "train", "--config", config, "--model", args.model, "--out", str(out),
+        "--max-steps", str(steps), "--num-threads", str(args.threads),
+        "--no-progress", "--force", "--eval-every", "0",
         "--save-every", "0", *extra,
     )  # fmt: skip
 
 
-def evaluate(adapter: Path, out: Path, limit: int, schema: Path) -> dict:
+def evaluate(adapter: Path, out: Path, args: argparse.Namespace, schema: Path) -> dict:
     tuneforge(
-        "eval", "--adapter", str(adapter), "--data", str(TEST), "--metric", "json",
-        "--schema", str(schema), "--limit", str(limit), "--max-new-tokens", "64",
+        "eval", "--model", args.model, "--adapter", str(adapter), "--data", str(TEST), "--metric", "json",
+        "--schema", str(schema), "--limit", str(args.limit), "--max-new-tokens", "64",
         "--dtype", "float32", "--out", str(out),
     )  # fmt: skip
     return json.loads(out.read_text(encoding="utf-8"))["metrics"]
@@ -65,9 +66,15 @@ def main() -> None:
     parser.add_argument("--dpo-steps", type=int, default=30)
     parser.add_argument("--limit", type=int, default=120, help="held-out items scored")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument(
+        "--model", default="default", help="model reference (a tiny one: a smoke test)"
+    )
     parser.add_argument("--control", action="store_true", help="also SFT for sft+dpo steps")
     parser.add_argument("--workdir", default="/tmp/tuneforge-bench-sft-then-dpo")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the machine line reports the runs' thread count
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     schema = work / "orders.schema.json"
@@ -76,11 +83,11 @@ def main() -> None:
 
     arms = []  # (name, adapter, train seconds)
     sft = work / "sft"
-    seconds = train("examples/lora.yaml", sft, args.sft_steps, args.threads)
+    seconds = train("examples/lora.yaml", sft, args.sft_steps, args)
     arms.append((f"SFT ({args.sft_steps} steps)", sft / "adapter", seconds))
     dpo = work / "dpo"
     seconds = train(
-        "examples/dpo.yaml", dpo, args.dpo_steps, args.threads,
+        "examples/dpo.yaml", dpo, args.dpo_steps, args,
         "--init-adapter", str(sft / "adapter"),
     )  # fmt: skip
     name = f"SFT ({args.sft_steps}) + DPO ({args.dpo_steps} steps)"
@@ -88,12 +95,12 @@ def main() -> None:
     if args.control:
         longer = work / "sft-longer"
         total = args.sft_steps + args.dpo_steps
-        seconds = train("examples/lora.yaml", longer, total, args.threads)
+        seconds = train("examples/lora.yaml", longer, total, args)
         arms.append((f"SFT ({total} steps)", longer / "adapter", seconds))
 
     rows = []
     for name, adapter, seconds in arms:
-        scores = evaluate(adapter, adapter.parent / "eval.json", args.limit, schema)
+        scores = evaluate(adapter, adapter.parent / "eval.json", args, schema)
         rows.append(
             [
                 name,
@@ -105,7 +112,7 @@ def main() -> None:
         )
     load_after = os.getloadavg()
     body = (
-        f"Default model (SmolLM2-135M-Instruct), LoRA r=8 alpha=16, fp32, seed 0, "
+        f"Model {args.model} (default: SmolLM2-135M-Instruct), LoRA r=8 alpha=16, fp32, seed 0, "
         f"{args.threads} torch threads. SFT: examples/lora.yaml (JSON-orders train split, batch "
         f"8, lr 5e-4 cosine). DPO: examples/dpo.yaml from the SFT adapter (bundled preference "
         f"pairs, batch 8 pairs, beta 0.1, lr 5e-5 cosine; reference = the SFT model, "
