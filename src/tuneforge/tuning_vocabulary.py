@@ -17,6 +17,26 @@ METHODS = ("full", "lora", "qlora")
 LORA_METHODS = ("lora", "qlora")
 """The methods that train LoRA adapters on a frozen base."""
 
+OBJECTIVES = ("sft", "dpo", "orpo")
+"""What a run optimises, whatever its method (which weights train): ``sft``, the next-token loss
+on supervised tokens; ``dpo``, Direct Preference Optimization (Rafailov et al. 2023) on
+preference pairs against a reference model; ``orpo``, Odds Ratio Preference Optimization (Hong
+et al. 2024) on preference pairs, no reference. A separate axis from ``method``, as
+LLaMA-Factory's ``stage`` and ``finetuning_type``: ``objective: dpo`` + ``method: lora``."""
+
+PREFERENCE_OBJECTIVES = ("dpo", "orpo")
+"""The objectives that read preference pairs (prompt, chosen, rejected)."""
+
+REFERENCES = ("auto", "base", "copy", "precomputed")
+"""DPO's reference model: ``base``, the frozen base with the adapter disabled (lora/qlora; no
+extra weights); ``copy``, a frozen copy of the starting model (full; its weights in memory);
+``precomputed``, the starting model's log-probs of the pairs the run uses, computed once before
+training (any method; no extra weights, one no-grad pass over those pairs); ``auto``, see
+``resolve_reference``."""
+
+BETA = 0.1
+"""Default ``beta``: DPO's KL strength, ORPO's odds-ratio weight (TRL's default for both)."""
+
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 """AdamW with fp32 moments, or bitsandbytes' blockwise 8-bit AdamW (paged: spills to host)."""
 
@@ -73,6 +93,17 @@ NAMES_IN_OTHER_TOOLS = {
     "dataset": "data",
     "adapter": "method",
     "finetuning_type": "method",
+    # preference tuning: LLaMA-Factory's stage/pref_beta, axolotl's rl/rl_beta, TRL's DPOConfig
+    "stage": "objective",
+    "rl": "objective",
+    "pref_beta": "beta",
+    "rl_beta": "beta",
+    "orpo_alpha": "beta",
+    "precompute_ref_log_probs": "reference: precomputed",
+    "ref_model": "reference",
+    "ref_model_init_kwargs": "reference",
+    "adapter_name_or_path": "init_adapter",
+    "lora_model_dir": "init_adapter",
 }
 """Config keys of the tools users come from -> the tuneforge field (or ``field: value``) for the
 same setting, so an unknown-key error can name ours."""
@@ -110,3 +141,35 @@ def resolve_strategy(strategy: str, world_size: int) -> str:
             "or auto, or run one process"
         )
     return strategy
+
+
+def resolve_reference(
+    reference: str, objective: str, method: str, init_adapter: bool
+) -> str | None:
+    """DPO's reference as a run uses it (``auto`` resolved); None for sft and orpo (none).
+
+    ``auto`` is ``base`` for a new LoRA/QLoRA adapter (the base with the adapter disabled: no
+    memory, one no-grad forward per step); ``precomputed`` otherwise: for full fine-tuning,
+    whose reference would otherwise be a whole frozen copy of the weights (precomputing needs
+    none, and costs one forward per pair, as many as a copy runs in one epoch), and for a run
+    that starts from an SFT adapter (``init_adapter``), whose reference is base + that adapter,
+    which the disabled adapter is not.
+
+    Args:
+        reference: one of REFERENCES.
+        objective: one of OBJECTIVES.
+        method: one of METHODS.
+        init_adapter: whether the run starts from a trained adapter.
+    """
+    if objective != "dpo":
+        return None
+    if reference != "auto":
+        return reference
+    return "base" if method in LORA_METHODS and not init_adapter else "precomputed"
+
+
+def row_tokens(objective: str, max_length: int) -> int:
+    """The longest batch row of a run, in tokens: ``max_length``, or for a preference pair the
+    prompt once plus both completions, each conversation up to ``max_length``: at most
+    ``2 * max_length - 1`` (a one-token prompt), planned as ``2 * max_length``."""
+    return 2 * max_length if objective in PREFERENCE_OBJECTIVES else max_length

@@ -42,3 +42,28 @@ def write_chat_data(path: Path, count: int, seed: int = 0) -> Path:
 def chat_data(tmp_path_factory) -> Path:
     """64 short chat examples."""
     return write_chat_data(tmp_path_factory.mktemp("data") / "train.jsonl", 64)
+
+
+def write_preference_data(path: Path, count: int, seed: int = 0) -> Path:
+    """``count`` preference pairs (TRL's conversational shape): the right JSON answer against a
+    wrong quantity or a chatty one, as JSONL."""
+    rng = random.Random(seed)
+    lines = []
+    for index in range(count):
+        item, city, qty = rng.choice(ITEMS), rng.choice(CITIES), rng.randint(1, 9)
+        answer = {"item": item, "quantity": qty, "city": city}
+        wrong = json.dumps({**answer, "quantity": qty + 1}) if index % 2 else "Sure! " + city
+        record = {
+            "prompt": [{"role": "user", "content": f"{qty} {item} to {city} #{index}"}],
+            "chosen": [{"role": "assistant", "content": json.dumps(answer)}],
+            "rejected": [{"role": "assistant", "content": wrong}],
+        }
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def preference_data(tmp_path_factory) -> Path:
+    """40 short preference pairs."""
+    return write_preference_data(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", 40)

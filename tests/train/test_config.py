@@ -137,7 +137,7 @@ def test_every_shipped_example_validates_and_its_data_exists(path):
 
 
 def test_train_help_lists_every_config_field_with_its_help(capsys):
-    from tuneforge.cli.config_options import field_docs
+    from tuneforge.config_fields import field_docs
 
     with pytest.raises(SystemExit) as done:
         main(["train", "--help"])
@@ -161,7 +161,7 @@ def test_train_help_lists_every_config_field_with_its_help(capsys):
 
 
 def test_every_config_field_is_documented_once():
-    from tuneforge.cli.config_options import field_docs
+    from tuneforge.config_fields import field_docs
 
     for cls in (TrainConfig, DataConfig):
         docs = field_docs(cls)

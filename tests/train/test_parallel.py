@@ -102,6 +102,30 @@ def test_two_processes_match_one_process(
     assert difference <= WEIGHT_TOLERANCE
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_dpo_on_two_processes_matches_one_process(
+    strategy, tiny_model_dir, preference_data, tmp_path
+):
+    """The reference forward (adapter disabled) runs inside the wrapped module: the losses and
+    the preference metrics equal a one-process run with twice the accumulation."""
+    common = ("--objective", "dpo", "--max-steps", "3", "--lr", "1e-3")
+    single = tmp_path / "single"
+    args = _args(tiny_model_dir, preference_data, single, "lora", *common, "--grad-accum", "2")
+    assert main(args) == 0
+    out = tmp_path / strategy
+    args = _args(tiny_model_dir, preference_data, out, "lora", *common, "--strategy", strategy)
+    _torchrun(args)
+    rows = {
+        run: [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+        for run in (single, out)
+    }
+    assert len(rows[out]) == len(rows[single]) == 3
+    for got, want in zip(rows[out], rows[single], strict=True):
+        for name in ("loss", "reward_margin", "preference_accuracy", "chosen_logps"):
+            assert got[name] == pytest.approx(want[name], rel=1e-5, abs=LOSS_TOLERANCE), name
+    assert _max_difference(single / ADAPTER, out / ADAPTER) <= WEIGHT_TOLERANCE
+
+
 def test_fsdp_checkpoint_resumes_in_one_process(tiny_model_dir, chat_data, tmp_path):
     common = ("--max-steps", "4", "--save-every", "1")
     reference = tmp_path / "reference"

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tuneforge.config_fields import config_fields, field_docs, field_help
+from tuneforge.config_fields import config_fields, field_help
 
-# field_docs is read by tests/train/test_config.py from here (it lives in tuneforge.config_fields).
-__all__ = ["add_config_options", "field_docs", "given_options"]
+__all__ = ["add_config_options", "given_options"]
 
 
 def _help(text: str, default: Any) -> str:

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter,
         epilog="examples:\n  tuneforge data inspect demo\n"
         "  tuneforge data inspect chats.jsonl --model default --max-length 512 --example 3\n"
+        "  tuneforge data inspect demo:preference     # a preference pair, prompt and replies\n"
         "supervised tokens (those that carry loss) are shown between ⟦ and ⟧",
     )
     _add_data_options(inspect)
@@ -92,8 +93,9 @@ def run_validate(args: argparse.Namespace) -> int:
     else:
         report = DataReport(source=config.path)
         examples = load_examples(config, report)
+        what = "pairs" if report.format == "preference" else "examples"
         print(
-            f"{config.path}: {len(examples)} valid examples (format {report.format}); "
+            f"{config.path}: {len(examples)} valid {what} (format {report.format}); "
             f"{report.rows_read} rows read, {report.invalid_skipped} invalid skipped, "
             f"{report.duplicates_removed} duplicates removed"
         )

@@ -22,16 +22,22 @@ EPILOG = """examples:
   tuneforge plan --config examples/lora.yaml --device cpu
   tuneforge plan --config runs/r16/config.yaml --optimizer adamw_8bit --gpu-memory 24GB
   tuneforge plan --model path/to/config.json --method lora --lora-r 16
+  tuneforge plan --model llama-7b --method full --objective dpo --reference copy \
+      --batch-size 1 --max-length 512 --gpu-memory 80GB
 
 --model also takes a shipped config name: llama-7b, llama-13b, llama-65b, llama-2-70b (no
 weights needed), or a config.json path. --device auto (the default) plans a GPU; --dtype auto
-is then bfloat16. Without --gpu-memory the table has no FITS verdict.
+is then bfloat16. Without --gpu-memory the table has no FITS verdict. --objective dpo/orpo plans
+pair rows (a prompt once + two completions); a full fine-tuning DPO plan shows both references
+(a frozen copy, or log-probs precomputed before training).
 """
 
 # The TrainConfig and DataConfig fields that change a run's memory.
 PLANNED_FIELDS = (
     "model",
     "method",
+    "objective",
+    "reference",
     "batch_size",
     "grad_accum",
     "packing",

@@ -1,4 +1,5 @@
-"""``tuneforge train``: fine-tune a model (full, LoRA, QLoRA) from a YAML config plus overrides.
+"""``tuneforge train``: fine-tune a model (full, LoRA, QLoRA; SFT, DPO, ORPO) from a YAML config
+plus overrides.
 
 The options are generated from ``TrainConfig`` and its nested ``DataConfig`` and
 ``RaftSettings`` (``tuneforge.cli.config_options``): every config field is an option, with its
@@ -23,8 +24,12 @@ EPILOG = """examples:
   tuneforge train --config runs/r16/config.yaml --resume --max-steps 400   # train a finished run longer
   torchrun --nproc-per-node 2 -m tuneforge train --config examples/lora.yaml --strategy fsdp
   tuneforge train --store kb --data qa.jsonl --raft-oracle-share 0.8 --out runs/raft   # RAFT
+  tuneforge train --config examples/dpo.yaml          # DPO from runs/lora/adapter (SFT first)
+  tuneforge train --data demo:preference --objective dpo --method lora --beta 0.1 --out runs/p
+  tuneforge train --data pairs.jsonl --objective orpo --method full --out runs/o
 
---data demo (or demo:train, demo:test) is the bundled json_orders task.
+--data demo (or demo:train, demo:test) is the bundled json_orders task; demo:preference its
+preference pairs ({"prompt", "chosen", "rejected"}) for --objective dpo or orpo.
 With --store, --data is a question file ({"question", "answer" (null: not in the documents),
 "source"}) and the run trains on the retrieval prompts 'rag ask' builds from that store (RAFT).
 Ctrl-C (SIGINT) or SIGTERM stops after the current step with a checkpoint (exit 130 / 143);
@@ -53,9 +58,10 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="fine-tune a model: full, LoRA or QLoRA",
-        description="Fine-tune a model on a data file. Values come from --config (YAML), then "
-        "the options given here win. The run directory gets config.yaml, metrics.jsonl, "
+        help="fine-tune a model: full, LoRA or QLoRA; SFT, DPO or ORPO",
+        description="Fine-tune a model on a data file (--method: which weights train; "
+        "--objective: sft, or dpo/orpo on preference pairs). Values come from --config (YAML), "
+        "then the options given here win. The run directory gets config.yaml, metrics.jsonl, "
         "checkpoints/, adapter/ or model/, and summary.json.",
         epilog=EPILOG,
         formatter_class=HelpFormatter,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tuneforge.errors import ConfigError
 
-FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text")
+FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference")
 TRUNCATION_POLICIES = ("truncate", "drop")
 MIN_MAX_LENGTH = 2  # one token to predict from one token before it
 
@@ -23,11 +23,15 @@ class DataConfig:
         path: the data: a JSONL/JSON/CSV/Parquet file, a folder of them, or a hub data set
             name. Empty means none given yet (enough to plan memory; reading refuses it).
         format: the shape of each record: ``auto`` (detected from the first record of each
-            file), ``messages``, ``sharegpt``, ``alpaca``, ``prompt_completion`` or ``text``.
+            file), ``messages``, ``sharegpt``, ``alpaca``, ``prompt_completion``, ``text`` or
+            ``preference`` (prompt, chosen, rejected: for objective dpo or orpo).
         max_length: the longest example, in tokens (at least 2); also the length of a packed
-            row.
+            row. For a preference pair it bounds each of prompt + chosen and prompt + rejected.
         truncation: what happens to an example longer than ``max_length``: ``truncate`` cuts
-            it, ``drop`` removes it. Either way it is counted in the report.
+            it, ``drop`` removes it. Either way it is counted in the report. A preference
+            pair's prompt is never cut: both completions are cut to the same budget
+            (``max_length`` minus the prompt's tokens), and a pair whose prompt leaves no room
+            is dropped and counted.
         train_on_inputs: every token carries loss (system and user turns too); by default only
             assistant turns (with their end-of-turn token) do.
         skip_invalid: skip and count invalid records instead of stopping at the first one.

@@ -1,4 +1,9 @@
-"""The data pipeline in one call: read, validate, dedupe, split, render, tokenize, mask, truncate."""
+"""The data pipeline in one call: read, validate, dedupe, split, render, tokenize, mask, truncate.
+
+Supervised data becomes ``TokenizedExample``s; preference data (``{"prompt", "chosen",
+"rejected"}``) becomes ``TokenizedPair``s (``tuneforge.data.preference``). A caller that needs
+one kind says so (``kind``), and a record of the other kind is a ``file:line`` error.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tuneforge.data.config import DataConfig
+from tuneforge.data.preference import PairCounts, TokenizedPair, tokenize_pairs
 from tuneforge.data.readers import Problems, read_records
 from tuneforge.data.rendering import ChatRenderer, Rendered
-from tuneforge.data.shapes import Example, InvalidRecord, detect_format, to_example
+from tuneforge.data.shapes import (
+    PREFERENCE_FORMAT,
+    Example,
+    InvalidRecord,
+    PreferenceExample,
+    detect_format,
+    to_example,
+)
 from tuneforge.data.templates import ensure_chat_template
 from tuneforge.data.tokenization import (
     IGNORE_INDEX,
@@ -22,6 +35,9 @@ from tuneforge.errors import DataError
 from tuneforge.progress import Progress
 
 _CHUNK = 4096  # examples rendered and tokenized per batch call
+
+KINDS = ("supervised", "preference")
+"""What a caller may ask ``prepare_data`` for: supervised examples or preference pairs."""
 
 
 @dataclass
@@ -44,6 +60,7 @@ class DataReport:
     tokens: int = 0  # in kept examples, after truncation
     supervised_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)  # before truncation, tokens
+    pairs: PairCounts | None = None  # preference data: what the pair truncation rule did
 
     @property
     def supervised_share(self) -> float:
@@ -52,6 +69,8 @@ class DataReport:
 
     def summary(self) -> str:
         """A few human-readable lines."""
+        if self.pairs is not None:
+            return self._pair_summary(self.pairs)
         lines = [
             f"source: {self.source} (format {self.format}, chat template: {self.template})",
             f"rows read: {self.rows_read}, invalid skipped: {self.invalid_skipped}, "
@@ -66,25 +85,77 @@ class DataReport:
         lines += [f"  skipped: {sample}" for sample in self.invalid_samples[:5]]
         return "\n".join(lines)
 
+    def _pair_summary(self, pairs: PairCounts) -> str:
+        cut = (
+            f"{pairs.truncated} pairs cut (both completions to max_length minus the prompt; "
+            f"chosen cut in {pairs.chosen_cut}, rejected in {pairs.rejected_cut}: a cut "
+            "completion is scored without its end)"
+            if pairs.truncated
+            else "0 pairs cut"
+        )
+        lines = [
+            f"source: {self.source} (format {self.format}, chat template: {self.template})",
+            f"rows read: {self.rows_read}, invalid skipped: {self.invalid_skipped}, "
+            f"duplicates removed: {self.duplicates_removed}",
+            f"pairs: {self.train_examples} train, {self.val_examples} validation",
+            f"longer than max_length={self.max_length} (prompt + one completion): {cut}, "
+            f"{pairs.dropped_too_long} dropped; prompt alone fills max_length (a prompt is "
+            f"never cut): {pairs.prompt_too_long} dropped; dropped with no supervised tokens: "
+            f"{pairs.dropped_no_supervised}",
+            f"tokens (pair rows, prompt once): {self.tokens}, carrying loss: "
+            f"{self.supervised_tokens} ({100 * self.supervised_share:.1f}%)",
+        ]
+        lines += [f"  skipped: {sample}" for sample in self.invalid_samples[:5]]
+        return "\n".join(lines)
+
 
 @dataclass
 class PreparedData:
-    """Tokenized train and validation examples and the report of how they were made."""
+    """Tokenized train and validation examples (or pairs) and the report of how they were made."""
 
-    train: list[TokenizedExample]
-    val: list[TokenizedExample]
+    train: list[TokenizedExample] | list[TokenizedPair]
+    val: list[TokenizedExample] | list[TokenizedPair]
     report: DataReport
 
+    @property
+    def kind(self) -> str:
+        """``preference`` for pairs, else ``supervised``."""
+        return "preference" if self.report.pairs is not None else "supervised"
 
-def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
+
+def record_kind(fmt: str) -> str:
+    """The kind of data a record shape is: ``preference`` or ``supervised``."""
+    return "preference" if fmt == PREFERENCE_FORMAT else "supervised"
+
+
+def _kind_problem(fmt: str, expected: str) -> str:
+    if expected == "preference":
+        return (
+            f"a {fmt!r} record, but preference training (objective dpo or orpo) reads pairs: "
+            '{"prompt": ..., "chosen": ..., "rejected": ...} (strings or lists of turns)'
+        )
+    return (
+        "a preference record (prompt, chosen, rejected): train it with --objective dpo or "
+        "orpo, or give supervised records (messages, prompt/completion, ...)"
+    )
+
+
+def load_examples(
+    config: DataConfig, report: DataReport, kind: str | None = None
+) -> list[Example] | list[PreferenceExample]:
     """Read and validate the records, remove duplicates; counts go into ``report``.
 
     In ``auto`` format the shape is detected from the first record of each file, and every
-    record of that file must have it.
+    record of that file must have it. The data is all supervised or all preference records.
+
+    Args:
+        kind: ``supervised`` or ``preference`` when the caller needs one (a record of the other
+            kind is then invalid, reported at its ``file:line``); None takes what the data is.
 
     Raises:
         ConfigError: no data path given.
-        DataError: unreadable input, an invalid record (unless skipping), no valid records.
+        DataError: unreadable input, an invalid record (unless skipping), records of the wrong
+            kind, no valid records.
     """
     path = config.require_path()
     problems = Problems(skip=config.skip_invalid)
@@ -92,26 +163,35 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
     fmt = None if auto else config.format
     formats: list[str] = []  # detected per file in auto mode
     current_file = None
-    examples: list[Example] = []
+    examples: list = []
     seen: set[tuple] = set()
     shape_invalid = 0
+    if kind is None and fmt is not None:
+        kind = record_kind(fmt)
     for record in read_records(path, problems):
         report.rows_read += 1
         if auto and record.file != current_file:
             current_file, fmt = record.file, None
         if fmt is None:
             fmt = detect_format(record.data, config.text_field)
-            if fmt is not None and fmt not in formats:
-                formats.append(fmt)
             if fmt is None:
                 problems.report(
                     record.source,
                     f"unknown record shape (fields {sorted(record.data)[:8]}); expected "
-                    "'messages', 'conversations', 'instruction'+'output', 'prompt'+'completion' "
-                    f"or {config.text_field!r}, or force one with --format",
+                    "'messages', 'conversations', 'instruction'+'output', 'prompt'+'completion', "
+                    f"'prompt'+'chosen'+'rejected' or {config.text_field!r}, or force one with "
+                    "--format",
                 )
                 shape_invalid += 1
                 continue
+            kind = kind or record_kind(fmt)
+            if record_kind(fmt) != kind:  # the data is one kind: the caller's, or the first file's
+                problems.report(record.source, _kind_problem(fmt, kind))
+                shape_invalid += 1
+                fmt = None  # the file's next record is detected afresh
+                continue
+            if fmt not in formats:
+                formats.append(fmt)
         try:
             example = to_example(record.source, record.data, fmt, config.text_field)
         except InvalidRecord as err:
@@ -119,7 +199,7 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
             shape_invalid += 1
             continue
         if not config.keep_duplicates:
-            key = (example.messages, example.text)  # exact, hashed in C
+            key = _identity(example)  # exact, hashed in C
             if key in seen:
                 report.duplicates_removed += 1
                 continue
@@ -138,9 +218,13 @@ def load_examples(config: DataConfig, report: DataReport) -> list[Example]:
     return examples
 
 
-def split_examples(
-    examples: list[Example], val_fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
+def _identity(example: Example | PreferenceExample) -> tuple:
+    if isinstance(example, PreferenceExample):
+        return (example.prompt, example.chosen, example.rejected)
+    return (example.messages, example.text)
+
+
+def split_examples(examples: list, val_fraction: float, seed: int) -> tuple[list, list]:
     """A deterministic train/validation split (file order kept within each part)."""
     if val_fraction <= 0 or len(examples) < 2:
         return examples, []
@@ -245,20 +329,26 @@ def _apply_truncation(
     return item
 
 
-def prepare_data(config: DataConfig, tokenizer, progress: bool = False) -> PreparedData:
-    """Turn the data at ``config.path`` into tokenized train/validation examples.
+def prepare_data(
+    config: DataConfig, tokenizer, progress: bool = False, kind: str | None = None
+) -> PreparedData:
+    """Turn the data at ``config.path`` into tokenized train/validation examples or pairs.
 
     Args:
         config: what to read and how (see DataConfig).
         tokenizer: the model's tokenizer; its chat template is set if missing (see
             ensure_chat_template).
         progress: show a progress bar while tokenizing.
+        kind: ``supervised`` or ``preference`` when the caller needs one (see load_examples).
 
     Raises:
-        DataError: unreadable input, invalid records (unless ``skip_invalid``), nothing left.
+        DataError: unreadable input, invalid records (unless ``skip_invalid``), records of the
+            wrong kind, nothing left.
     """
     report = DataReport(source=config.path, max_length=config.max_length)
-    examples = load_examples(config, report)
+    examples = load_examples(config, report, kind)
+    if isinstance(examples[0], PreferenceExample):
+        return _prepare_pairs(examples, tokenizer, config, report)
     renderer = None
     if any(example.messages is not None for example in examples):
         report.template = ensure_chat_template(tokenizer, config.template_file)
@@ -279,4 +369,38 @@ def prepare_data(config: DataConfig, tokenizer, progress: bool = False) -> Prepa
     report.train_examples, report.val_examples = len(parts[0]), len(parts[1])
     if not parts[0]:
         raise DataError(f"{config.path}: no trainable examples left\n{report.summary()}")
+    return PreparedData(train=parts[0], val=parts[1], report=report)
+
+
+def _prepare_pairs(
+    examples: list[PreferenceExample], tokenizer, config: DataConfig, report: DataReport
+) -> PreparedData:
+    """``prepare_data`` for preference pairs (rules: ``tuneforge.data.preference``)."""
+    if config.train_on_inputs:
+        raise DataError(
+            f"{config.path}: data.train_on_inputs puts loss on the prompt, which preference "
+            "training never does (the completions are compared); leave it off"
+        )
+    report.template = ensure_chat_template(tokenizer, config.template_file)
+    report.pairs = PairCounts()
+    renderer = ChatRenderer(tokenizer)
+    problems = Problems(
+        skip=config.skip_invalid, count=report.invalid_skipped, samples=report.invalid_samples
+    )
+    parts = []
+    for part in split_examples(examples, config.val_fraction, config.seed):
+        kept = tokenize_pairs(
+            part, tokenizer, renderer, config.max_length, config.truncation, report, problems
+        )
+        for _, pair in kept:
+            report.tokens += pair.row_length
+            report.supervised_tokens += pair.supervised_tokens
+        parts.append([pair for _, pair in kept])
+    report.invalid_skipped = max(report.invalid_skipped, problems.count)
+    counts = report.pairs
+    report.truncated, report.dropped_too_long = counts.truncated, counts.dropped_too_long
+    report.dropped_no_supervised = counts.dropped_no_supervised
+    report.train_examples, report.val_examples = len(parts[0]), len(parts[1])
+    if not parts[0]:
+        raise DataError(f"{config.path}: no trainable pairs left\n{report.summary()}")
     return PreparedData(train=parts[0], val=parts[1], report=report)

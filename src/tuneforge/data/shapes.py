@@ -8,11 +8,17 @@ Supported shapes (one per file, detected from the first record or forced with ``
 ``alpaca``          ``{"instruction": str, "input": str (optional), "output": str}``
 ``prompt_completion`` ``{"prompt": str | messages, "completion": str | messages}``
 ``text``            ``{"text": str}`` (continued pre-training: every token carries loss)
+``preference``      ``{"prompt": str | messages, "chosen": str | messages,
+                    "rejected": str | messages}`` (DPO, ORPO: TRL's conventional and
+                    conversational shapes)
 ==================  =====================================================================
 
 Alpaca records become one user turn (instruction, a blank line, then the input when there is
 one) and one assistant turn (output); an optional ``system`` field becomes a system turn.
-Prompt/completion strings become one user and one assistant turn.
+Prompt/completion strings become one user and one assistant turn. A preference record becomes a
+``PreferenceExample``: the prompt's turns (a string is one user turn; a list must end with a user
+turn) and two completions (a string is one assistant turn; a list starts with an assistant turn),
+each of which must make a valid conversation with the prompt.
 """
 
 from __future__ import annotations
@@ -45,8 +51,26 @@ class Example:
     text: str | None = None  # (messages, text) identifies duplicates exactly
 
 
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One preference pair: a prompt's turns and the preferred and dispreferred completions.
+
+    ``chosen`` and ``rejected`` continue ``prompt`` (each starts with an assistant turn).
+    """
+
+    source: str
+    prompt: tuple[tuple[str, str], ...]
+    chosen: tuple[tuple[str, str], ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+PREFERENCE_FORMAT = "preference"
+
+
 def detect_format(data: dict, text_field: str = "text") -> str | None:
     """The shape of one record, or None when no known shape fits."""
+    if "chosen" in data and "rejected" in data:
+        return PREFERENCE_FORMAT
     if "messages" in data:
         return "messages"
     if "conversations" in data:
@@ -60,12 +84,16 @@ def detect_format(data: dict, text_field: str = "text") -> str | None:
     return None
 
 
-def to_example(source: str, data: dict, fmt: str, text_field: str = "text") -> Example:
-    """Convert a record of shape ``fmt`` into an Example.
+def to_example(
+    source: str, data: dict, fmt: str, text_field: str = "text"
+) -> Example | PreferenceExample:
+    """Convert a record of shape ``fmt`` into an Example (a PreferenceExample for preference).
 
     Raises:
         InvalidRecord: a missing field, a wrong type, a wrong role order, an empty turn.
     """
+    if fmt == PREFERENCE_FORMAT:
+        return to_preference_example(source, data)
     if fmt == "text":
         text = _field(data, text_field, fmt)
         if not text.strip():
@@ -188,3 +216,62 @@ def _prompt_completion(data: dict) -> list[tuple[str, str]]:
             f"field 'completion' must be a string or a list of turns, got {completion!r}"
         )
     return turns
+
+
+def to_preference_example(source: str, data: dict) -> PreferenceExample:
+    """Convert a ``{"prompt", "chosen", "rejected"}`` record (strings or turn lists).
+
+    Raises:
+        InvalidRecord: a missing prompt (TRL's implicit-prompt shape), a wrong type, a wrong role
+            order, an empty completion, or chosen equal to rejected.
+    """
+    for name in ("chosen", "rejected"):
+        if data.get(name) is None:
+            raise InvalidRecord(f"missing field {name!r} (format preference)")
+    if data.get("prompt") is None:
+        raise InvalidRecord(
+            "missing field 'prompt' (format preference): give the shared beginning of the "
+            "conversation as 'prompt' and only the replies as 'chosen' and 'rejected' (TRL's "
+            "implicit-prompt records, whole conversations in chosen/rejected, are not read)"
+        )
+    prompt = _preference_turns(data["prompt"], "prompt", "user")
+    if prompt[-1][0] != "user":
+        raise InvalidRecord(
+            f"field 'prompt' ends with a {prompt[-1][0]!r} turn; it must end with a user turn "
+            "(the completions are the assistant's reply)"
+        )
+    chosen = _preference_turns(data["chosen"], "chosen", "assistant")
+    rejected = _preference_turns(data["rejected"], "rejected", "assistant")
+    for name, completion in (("chosen", chosen), ("rejected", rejected)):
+        if completion[0][0] != "assistant":
+            raise InvalidRecord(
+                f"field {name!r} starts with a {completion[0][0]!r} turn; a completion starts "
+                "with the assistant's reply"
+            )
+        try:
+            check_turns(list(prompt + completion))
+        except InvalidRecord as err:
+            raise InvalidRecord(f"prompt + {name}: {err}") from err
+    if chosen == rejected:
+        raise InvalidRecord(
+            "'chosen' and 'rejected' are identical: the pair prefers nothing; fix or remove it"
+        )
+    return PreferenceExample(source, prompt, chosen, rejected)
+
+
+def _preference_turns(value, name: str, role: str) -> tuple[tuple[str, str], ...]:
+    """A string as one ``role`` turn, or a list of ``{"role", "content"}`` turns."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise InvalidRecord(f"field {name!r} is empty")
+        return ((role, value),)
+    if isinstance(value, list):
+        if not value:
+            raise InvalidRecord(f"field {name!r} is an empty list of turns")
+        try:
+            return tuple(_turns(value, "role", "content", None))
+        except InvalidRecord as err:
+            raise InvalidRecord(f"field {name!r}: {err}") from err
+    raise InvalidRecord(
+        f"field {name!r} must be a string or a list of turns, got {type(value).__name__}"
+    )

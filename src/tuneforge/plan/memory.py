@@ -14,6 +14,14 @@ largest of three moments:
 With gradient accumulation the gradients live through the next micro-batch's forward, so they
 add to the first two moments. The table shows every component at its own size and a negative
 line, "freed during backward", that brings the sum down to the peak.
+
+Preference objectives (dpo, orpo) train on pair rows: a prompt once, then both completions,
+each conversation up to ``max_length``, so a row is planned at ``2 * max_length`` tokens
+(``tuning_vocabulary.row_tokens``). DPO's reference (``tuning_vocabulary.REFERENCES``): ``base``
+(the adapter disabled) adds no weights, and its no-grad forward ends before the policy's
+activations exist; ``copy`` adds a frozen copy of the weights in the compute dtype; and
+``precomputed`` adds a table of two floats per pair (negligible) after one no-grad pass over the
+data. For full fine-tuning the plan notes the other choice's peak, so both are on the table.
 """
 
 from __future__ import annotations
@@ -37,10 +45,15 @@ from tuneforge.tuning_vocabulary import (
     LORA_DROPOUT,
     LORA_R,
     METHODS,
+    OBJECTIVES,
     OPTIMIZERS,
+    PREFERENCE_OBJECTIVES,
+    REFERENCES,
     STRATEGIES,
     resolve_dtype,
+    resolve_reference,
     resolve_strategy,
+    row_tokens,
 )
 
 DTYPE_BYTES = {"bfloat16": 2, "float32": 4}
@@ -122,12 +135,23 @@ class MemoryPlan:
         counts = self.parameters
         lora = f" r={s['lora_r']}" if s["method"] != "full" else ""
         unit, scale = ("GiB", GIB) if self.total >= GIB else ("MiB", 1 << 20)
+        if s["objective"] in PREFERENCE_OBJECTIVES:
+            reference = f", reference {s['reference']}" if s["reference"] else ""
+            rows = (
+                f"{s['objective']}{reference} | batch {s['batch_size']} pairs x "
+                f"{s['row_length']} tokens (prompt once + chosen + rejected, each conversation "
+                f"<= {s['max_length']})"
+            )
+        else:
+            rows = (
+                f"batch {s['batch_size']} x {s['max_length']} tokens "
+                f"({'padded' if s['padding_mask'] else 'no padding mask'})"
+            )
         lines = [
             f"model {self.model}: {counts.total:,} parameters, {counts.trainable:,} trainable "
             f"({counts.percent:.2f}%)",
-            f"{s['method']}{lora} | batch {s['batch_size']} x {s['max_length']} tokens "
-            f"({'padded' if s['padding_mask'] else 'no padding mask'}) x grad_accum "
-            f"{s['grad_accum']} | {s['dtype']} | {s['optimizer']}",
+            f"{s['method']}{lora} | {rows} x grad_accum {s['grad_accum']} | {s['dtype']} | "
+            f"{s['optimizer']}",
             f"{s['gpus']} x {s['device']} ({s['strategy']}) | attention {s['attention']} | loss on "
             f"{100 * s['supervised_fraction']:.2f}% of tokens"
             + (" | gradient checkpointing" if s["gradient_checkpointing"] else ""),
@@ -193,6 +217,8 @@ def _check(**values) -> None:
     """Validate the settings (names from ``tuneforge.tuning_vocabulary``)."""
     for name, allowed in (
         ("method", METHODS),
+        ("objective", OBJECTIVES),
+        ("reference", REFERENCES),
         ("dtype", DTYPES),
         ("optimizer", OPTIMIZERS),
         ("strategy", STRATEGIES),
@@ -227,6 +253,8 @@ def estimate_memory(
     padding_mask: bool = False,
     device: str = "cuda",
     attention: str = "sdpa",
+    objective: str = "sft",
+    reference: str = "auto",
 ) -> MemoryPlan:
     """Predict the peak memory of one device during a training step (see the module docstring).
 
@@ -256,6 +284,9 @@ def estimate_memory(
             what the CPU benchmark measures.
         attention: ``sdpa`` or ``eager`` (keeps the T x T probabilities; tuneforge trains
             short bf16 rows on CPU with it, see ``train.methods.attention_implementation``).
+        objective: ``sft``, ``dpo`` or ``orpo`` (pair rows of ``2 * max_length`` tokens).
+        reference: DPO's reference (``auto`` resolved as a run resolves it, for a run without
+            a starting adapter).
 
     Returns:
         a MemoryPlan (bytes per device by component).
@@ -274,7 +305,16 @@ def estimate_memory(
         gpus=gpus,
         grad_accum=grad_accum,
         supervised_fraction=supervised_fraction,
+        objective=objective,
+        reference=reference,
     )
+    reference = resolve_reference(reference, objective, method, init_adapter=False)
+    if (reference == "base" and method == "full") or (reference == "copy" and method != "full"):
+        raise ConfigError(
+            f"reference {reference} does not apply to method {method}: base is a LoRA run's "
+            "base with the adapter disabled, copy a full run's frozen copy"
+        )
+    row_length = row_tokens(objective, max_length)
     dtype = resolve_dtype(dtype, device, bf16_supported=True)
     strategy = resolve_strategy(strategy, gpus)
     cfg = model_config
@@ -340,7 +380,7 @@ def estimate_memory(
         cfg,
         method=method,
         batch_size=batch_size,
-        max_length=max_length,
+        max_length=row_length,
         compute_bytes=c,
         stream_bytes=stream,
         lora_modules=targets,
@@ -381,8 +421,10 @@ def estimate_memory(
         overhead = CPU_RUNTIME_BYTES
         overhead_name = "framework (CPU math-library workspace)"
 
+    copy_bytes = c * counts.total  # a frozen copy of every weight, in the compute dtype
     components = {
         "weights": weights,
+        "reference model (frozen copy)": copy_bytes if reference == "copy" else 0,
         "quantization constants (NF4, double quant)": quant_constants,
         "LoRA parameters (fp32)": lora_bytes,
         "gradients (fp32)": gradients,
@@ -402,8 +444,12 @@ def estimate_memory(
         )
     if gradient_checkpointing:
         notes.append("gradient checkpointing: each block keeps its input; one block is recomputed")
+    notes += _reference_notes(reference, method, sum(components.values()), copy_bytes)
     settings = {
         "method": method,
+        "objective": objective,
+        "reference": reference,
+        "row_length": row_length,
         "batch_size": batch_size,
         "max_length": max_length,
         "grad_accum": grad_accum,
@@ -419,3 +465,31 @@ def estimate_memory(
         "lora_r": lora_r,
     }
     return MemoryPlan(cfg.name, settings, counts, components, notes)
+
+
+def _reference_notes(reference: str | None, method: str, total: int, copy_bytes: int) -> list[str]:
+    """What DPO's reference costs, and for full fine-tuning the other choice's peak."""
+    if reference == "base":
+        return [
+            "reference: the base with the adapter disabled: no extra weights; its no-grad "
+            "forward ends before the policy's activations are kept"
+        ]
+    alternative = "" if method != "full" else " (full fine-tuning: the other choice is listed)"
+    if reference == "precomputed":
+        notes = [
+            "reference: log-probs precomputed once before training by a no-grad pass over the "
+            f"data (8 bytes per pair){alternative}"
+        ]
+        if method == "full":
+            notes.append(
+                f"with reference copy instead: +{gib(copy_bytes):.2f} GiB of frozen weights, "
+                f"peak {gib(total + copy_bytes):.2f} GiB, and no pass before training"
+            )
+        return notes
+    if reference == "copy":
+        return [
+            f"reference: a frozen copy of the weights ({gib(copy_bytes):.2f} GiB); with reference "
+            f"precomputed instead the peak would be {gib(total - copy_bytes):.2f} GiB, after one "
+            "no-grad pass over the data before training"
+        ]
+    return []

@@ -3,7 +3,10 @@
 The base model mostly fails the format (it chats, adds prose or invents fields); a few hundred
 LoRA steps teach it. The data is generated here, from templates with a fixed seed and varied
 phrasing, and shipped as ``tuneforge/assets/json_orders/{train,test}.jsonl`` in the chat
-``messages`` shape. Regenerate it with::
+``messages`` shape. ``preference.jsonl`` holds preference pairs for DPO/ORPO derived from the
+training split (``preference_record``): the same prompt, the correct reply as ``chosen`` and a
+plausible mistake as ``rejected`` (a wrong field value, or the right object wrapped in prose or a
+code fence, missing a field, with an extra field or a quoted number). Regenerate it all with::
 
     python -m tuneforge.tasks.json_orders --out src/tuneforge/assets/json_orders
 
@@ -182,10 +185,85 @@ def check(text: str) -> tuple[bool, dict | None, list[str]]:
     return not errors, parsed, errors
 
 
+REJECTION_KINDS = ("wrong_value", "prose", "fence", "missing_field", "extra_field", "quoted_number")
+"""How a ``rejected`` reply goes wrong; half of the pairs get a wrong value (valid JSON that a
+field-accuracy metric scores down), the other half a format error (a schema-invalid reply)."""
+
+_PROSE = (
+    ("Sure! Here is the JSON: ", ""),
+    ("", " Let me know if there is anything else."),
+    ("Here you go:\n", ""),
+)
+_WRONG_QUANTITY = {1: 2, 2: 1, 12: 11}
+
+
+def _wrong_value(rng: random.Random, answer: dict) -> dict:
+    """``answer`` with one field changed to a plausible wrong value."""
+    wrong = dict(answer)
+    field = rng.choice(FIELDS)
+    if field == "intent":
+        wrong["intent"] = rng.choice([i for i in INTENTS if i != answer["intent"]])
+    elif field == "item":
+        wrong["item"] = rng.choice([i for i in ITEMS if i != answer["item"]])
+    elif field == "quantity":
+        quantity = answer["quantity"]
+        wrong["quantity"] = _WRONG_QUANTITY.get(quantity, quantity + rng.choice((-1, 1)))
+    elif field == "city":
+        wrong["city"] = rng.choice([c for c in CITIES if c != answer["city"]])
+    else:
+        wrong["urgent"] = not answer["urgent"]
+    return wrong
+
+
+def rejected_reply(rng: random.Random, answer: dict) -> tuple[str, str]:
+    """A plausible wrong reply to the request whose correct JSON is ``answer``.
+
+    Returns:
+        (the reply text, its kind: one of REJECTION_KINDS).
+    """
+    if rng.random() < 0.5:
+        return answer_text(_wrong_value(rng, answer)), "wrong_value"
+    kind = rng.choice(REJECTION_KINDS[1:])
+    text = answer_text(answer)
+    if kind == "prose":
+        before, after = rng.choice(_PROSE)
+        return before + text + after, kind
+    if kind == "fence":
+        return f"```json\n{text}\n```", kind
+    if kind == "missing_field":
+        dropped = rng.choice(FIELDS)
+        return json.dumps({key: answer[key] for key in FIELDS if key != dropped}), kind
+    if kind == "extra_field":
+        return json.dumps({**{key: answer[key] for key in FIELDS}, "note": "thanks"}), kind
+    return text.replace(
+        f'"quantity": {answer["quantity"]}', f'"quantity": "{answer["quantity"]}"'
+    ), kind
+
+
+def preference_record(record: dict, rng: random.Random) -> dict:
+    """A preference pair (TRL's conversational shape) from a ``messages`` training record."""
+    system, user, assistant = record["messages"]
+    rejected, _ = rejected_reply(rng, json.loads(assistant["content"]))
+    return {
+        "prompt": [system, user],
+        "chosen": [assistant],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
+def preference_pairs(train: list[dict], seed: int = 1234) -> list[dict]:
+    """One preference pair per training record, deterministic for ``seed``."""
+    rng = random.Random(f"preference:{seed}")
+    return [preference_record(record, rng) for record in train]
+
+
+SPLITS = ("train", "test", "preference")
+
+
 def asset_path(split: str) -> Path:
-    """The shipped JSONL file of ``split`` (``train`` or ``test``)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    """The shipped JSONL file of ``split`` (``train``, ``test`` or ``preference``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return Path(str(resources.files("tuneforge") / "assets" / "json_orders" / f"{split}.jsonl"))
 
 
@@ -212,11 +290,17 @@ def load_records(split: str = "test") -> list[dict]:
     return records
 
 
-DEMO_DATA_NAMES = {"demo": "train", "demo:train": "train", "demo:test": "test"}
+DEMO_DATA_NAMES = {
+    "demo": "train",
+    "demo:train": "train",
+    "demo:test": "test",
+    "demo:preference": "preference",
+}
 
 
 def resolve_demo_data(path: str) -> str:
-    """``demo``, ``demo:train`` and ``demo:test`` name this task's shipped files; others pass.
+    """``demo``, ``demo:train``, ``demo:test`` and ``demo:preference`` name this task's shipped
+    files; others pass.
 
     A local file or folder of that name wins. The CLI resolves these names before the data
     package sees a path (the data package knows no task).
@@ -227,11 +311,13 @@ def resolve_demo_data(path: str) -> str:
 
 
 def write_splits(out_dir: Path, train_size: int = 1200, test_size: int = 240, seed: int = 1234):
-    """Generate and write ``train.jsonl`` and ``test.jsonl`` into ``out_dir`` (atomically)."""
+    """Generate and write ``train.jsonl``, ``test.jsonl`` and ``preference.jsonl`` (pairs
+    derived from the training split) into ``out_dir`` (atomically)."""
     from tuneforge.atomic import write_text
 
     train, test = generate_splits(train_size, test_size, seed)
-    for name, records in (("train", train), ("test", test)):
+    pairs = preference_pairs(train, seed)
+    for name, records in (("train", train), ("test", test), ("preference", pairs)):
         text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         write_text(Path(out_dir) / f"{name}.jsonl", text)
     return len(train), len(test)
@@ -245,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
     counts = write_splits(args.out, args.train_size, args.test_size, args.seed)
-    print(f"wrote {counts[0]} train and {counts[1]} test examples to {args.out}")
+    print(
+        f"wrote {counts[0]} train and {counts[1]} test examples, and {counts[0]} preference "
+        f"pairs, to {args.out}"
+    )
     return 0
 
 

@@ -28,6 +28,7 @@ from tuneforge.data.config import DataConfig
 from tuneforge.errors import ConfigError
 from tuneforge.rag.raft import RaftSettings
 from tuneforge.tuning_vocabulary import (
+    BETA,
     DTYPES,
     LORA_ALPHA,
     LORA_DROPOUT,
@@ -35,7 +36,10 @@ from tuneforge.tuning_vocabulary import (
     LORA_R,
     METHODS,
     NAMES_IN_OTHER_TOOLS,
+    OBJECTIVES,
     OPTIMIZERS,
+    PREFERENCE_OBJECTIVES,
+    REFERENCES,
     STRATEGIES,
 )
 
@@ -64,6 +68,20 @@ class TrainConfig:
             mapping under raft:).
         method: ``full`` (every weight trained), ``lora`` (frozen base + LoRA adapters) or
             ``qlora`` (frozen NF4 4-bit base + LoRA adapters).
+        objective: what the run optimises: ``sft`` (next-token loss on the supervised tokens),
+            ``dpo`` (Direct Preference Optimization, Rafailov et al. 2023) or ``orpo`` (Odds
+            Ratio Preference Optimization, Hong et al. 2024); dpo and orpo read preference
+            pairs (prompt, chosen, rejected) and combine with every method.
+        beta: dpo: the strength of the pull towards the reference (the KL coefficient beta);
+            orpo: the weight of the odds-ratio term (lambda in the paper).
+        reference: dpo's reference model: ``base`` (lora/qlora: the base with the adapter
+            disabled, no extra memory), ``copy`` (full: a frozen copy of the starting
+            weights), ``precomputed`` (the starting model's log-probs of the pairs the run
+            uses, computed once before training) or ``auto`` (base for a new adapter, else
+            precomputed).
+        init_adapter: a trained LoRA adapter folder (e.g. an SFT run's adapter/) to start from
+            instead of a fresh adapter; its LoRA shape must match lora_r, lora_alpha,
+            use_rslora and use_dora. With dpo its model (base + adapter) is the reference.
         out: the run directory.
         epochs: passes over the training data (ignored when ``max_steps`` is set).
         max_steps: optimizer steps to run; overrides ``epochs``.
@@ -120,6 +138,10 @@ class TrainConfig:
     store: str | None = None
     raft: RaftSettings = field(default_factory=RaftSettings)
     method: str = field(default="lora", metadata={"choices": METHODS})
+    objective: str = field(default="sft", metadata={"choices": OBJECTIVES})
+    beta: float = BETA
+    reference: str = field(default="auto", metadata={"choices": REFERENCES})
+    init_adapter: str | None = None
     out: str = "runs/run"
     epochs: int = 1
     max_steps: int | None = None
@@ -178,6 +200,19 @@ class TrainConfig:
             "must be a data file or null",
         )
         _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}")
+        _check(self.objective in OBJECTIVES, "objective", f"must be one of {', '.join(OBJECTIVES)}")
+        _check(self.reference in REFERENCES, "reference", f"must be one of {', '.join(REFERENCES)}")
+        _check(
+            _is_number(self.beta) and self.beta > 0,
+            "beta",
+            f"must be a number > 0; got {self.beta!r}",
+        )
+        _check(
+            self.init_adapter is None
+            or (isinstance(self.init_adapter, str) and bool(self.init_adapter.strip())),
+            "init_adapter",
+            "must be an adapter folder or null",
+        )
         _check(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
         _check(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         _check(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
@@ -269,10 +304,74 @@ class TrainConfig:
             "val_data",
             "cannot be used with store (the question file is split with data.val_fraction)",
         )
+        self._check_objective()
         if self.data.seed != self.seed:  # the split follows the run's seed (module docstring)
             self.data = replace(self.data, seed=self.seed)
         if self.raft.seed != self.seed:  # so do the RAFT draws
             self.raft = replace(self.raft, seed=self.seed)
+
+    def _check_objective(self) -> None:
+        """The objective, its reference and its data fit the method and the batching."""
+        preference = self.objective in PREFERENCE_OBJECTIVES
+        _check(
+            not (preference and self.store is not None),
+            "store",
+            f"builds RAFT examples (prompt and one reply), which objective {self.objective} "
+            "cannot train on (it reads preference pairs); use objective sft with store",
+        )
+        _check(
+            self.reference == "auto" or self.objective == "dpo",
+            "reference",
+            f"is '{self.reference}', but only objective dpo has a reference model (objective "
+            f"is '{self.objective}'); leave it auto",
+        )
+        _check(
+            self.reference != "base" or self.uses_lora,
+            "reference",
+            "is 'base' (the base with the adapter disabled), which needs method lora or qlora; "
+            "full fine-tuning uses reference copy or precomputed",
+        )
+        _check(
+            self.reference != "copy" or self.method == "full",
+            "reference",
+            "is 'copy' (a frozen copy of the whole model), which is for method full; a LoRA "
+            "run's reference is its own base with the adapter disabled (reference base)",
+        )
+        _check(
+            not (self.reference == "copy" and self.strategy == "fsdp"),
+            "reference",
+            "is 'copy', which strategy fsdp does not shard (each process would hold the whole "
+            "model); use reference precomputed",
+        )
+        _check(
+            self.init_adapter is None or self.uses_lora,
+            "init_adapter",
+            "is a LoRA adapter, which needs method lora or qlora",
+        )
+        _check(
+            not (preference and self.packing),
+            "packing",
+            f"is on, but objective {self.objective} builds its own rows (a pair's prompt once, "
+            "then both completions); turn packing off",
+        )
+        _check(
+            not (preference and self.data.train_on_inputs),
+            "objective",
+            f"is '{self.objective}', which compares the completions only; data.train_on_inputs "
+            "(loss on the prompt too) does not apply: turn it off",
+        )
+        _check(
+            self.data.format in ("auto", "preference") if preference else True,
+            "objective",
+            f"is '{self.objective}', which reads preference pairs, but data.format is "
+            f"'{self.data.format}'; use format preference or auto",
+        )
+        _check(
+            self.data.format != "preference" or preference,
+            "objective",
+            "is 'sft', but data.format is 'preference' (prompt, chosen, rejected): use "
+            "objective dpo or orpo for preference pairs",
+        )
 
     @property
     def uses_lora(self) -> bool:

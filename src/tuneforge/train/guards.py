@@ -9,6 +9,8 @@
   gradient norm at most ``GRAD_NORM_FLOOR``, for ``STEPS`` consecutive steps. A healthy model
   can sit near the uniform loss (a randomly initialised one starts there) but then its gradient
   is large: at uniform predictions the gradient of the logits is ``p - onehot``, of norm ~1.
+  The loss watched is the objective's mean NLL per supervised token (``Objective.token_nll``):
+  the loss itself for sft; for dpo and orpo, whose losses are per pair, the completions' NLL.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The one training loop, ``fit``, that every method runs.
+"""The one training loop, ``fit``, that every method and objective runs.
 
-Per optimizer step: run ``grad_accum`` micro-batches, each loss divided by the supervised tokens
-of the whole step (so accumulation equals one big batch), clip, step AdamW and the schedule.
+Per optimizer step: run ``grad_accum`` micro-batches, each loss divided by the units of the whole
+step (supervised tokens for sft, pairs for dpo and orpo: ``tuneforge.train.objectives``), so
+accumulation equals one big batch; clip, step AdamW and the schedule.
 Validation, early stopping and checkpoints happen between steps. A non-finite loss or gradient
 norm, or a collapse to the uniform distribution (``tuneforge.train.guards``), stops the run
 before the optimizer applies the step, keeping the last good checkpoint. SIGINT/SIGTERM stop it
@@ -35,8 +36,9 @@ from tuneforge.train.checkpoint import (
 )
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.guards import CollapseWatch, TrainingDivergedError
-from tuneforge.train.loss import output_size, supervised_loss_sum, supervised_token_count
+from tuneforge.train.loss import output_size
 from tuneforge.train.metrics import MetricsLog, peak_memory_bytes, reset_peak_memory
+from tuneforge.train.objectives import PROGRESS_NAMES, Objective, SupervisedObjective
 from tuneforge.train.parallel import Parallel, full_tensor
 from tuneforge.train.signals import StopSignals, TrainingInterrupted
 
@@ -159,7 +161,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _autocast(device: torch.device, compute_dtype: torch.dtype):
+def autocast_for(device: torch.device, compute_dtype: torch.dtype):
+    """The context forward passes run in: autocast to ``compute_dtype`` unless it is fp32."""
     if compute_dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=compute_dtype)
@@ -178,13 +181,61 @@ def rank_share(group: list[Batch], parallel: Parallel) -> list[tuple[Batch, floa
     return share
 
 
-def _loss_sum(model: nn.Module, parallel: Parallel, batch: Batch) -> torch.Tensor:
+def _loss_parts(
+    model: nn.Module, parallel: Parallel, objective: Objective, batch: Batch
+) -> tuple[torch.Tensor, dict]:
     if parallel.module is not None:
-        return parallel.module(batch)
-    return supervised_loss_sum(model, batch)
+        return parallel.module(batch)  # the wrapped LossModule runs the same objective
+    return objective.loss_parts(model, batch)
+
+
+def _add(totals: dict[str, torch.Tensor], sums: dict, weight: float) -> None:
+    """Accumulate a micro-batch's statistics on the device (one host sync per step, later)."""
+    for name, value in sums.items():
+        totals[name] = totals.get(name, 0.0) + weight * value.detach().double()
+
+
+def _floats(totals: dict[str, torch.Tensor]) -> tuple[list[str], list[float]]:
+    names = sorted(totals)
+    return names, (torch.stack([totals[n] for n in names]).tolist() if names else [])
 
 
 @torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: list[Batch],
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    parallel: Parallel | None = None,
+    objective: Objective | None = None,
+) -> tuple[float, dict[str, float]]:
+    """The objective's mean loss and statistics over validation batches (shared among ranks).
+
+    Returns:
+        (loss per unit: nats per supervised token for sft, per pair for dpo/orpo; the
+        objective's metrics, e.g. reward margin and preference accuracy).
+    """
+    parallel = parallel or Parallel()
+    objective = objective or SupervisedObjective()
+    was_training = model.training
+    model.eval()
+    total, count, totals = 0.0, 0, {}
+    for batch, weight in rank_share(batches, parallel) if batches else []:
+        count += int(weight) * objective.units(batch)
+        batch = _to_device(batch, device)
+        with autocast_for(device, compute_dtype):
+            loss, sums = _loss_parts(model, parallel, objective, batch)
+        total += weight * float(loss)
+        _add(totals, sums, weight)
+    names, values = _floats(totals)
+    total, count, *values = parallel.sum([total, count, *values], device)
+    parallel.reshard()
+    model.train(was_training)
+    if not count:
+        return float("nan"), {}
+    return total / count, objective.metrics(dict(zip(names, values, strict=True)), count)
+
+
 def evaluate_loss(
     model: nn.Module,
     batches: list[Batch],
@@ -193,19 +244,24 @@ def evaluate_loss(
     parallel: Parallel | None = None,
 ) -> float:
     """Mean supervised loss (nats per token) over validation batches (shared among ranks)."""
-    parallel = parallel or Parallel()
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch, weight in rank_share(batches, parallel) if batches else []:
-        batch = _to_device(batch, device)
-        with _autocast(device, compute_dtype):
-            total += weight * float(_loss_sum(model, parallel, batch))
-        count += int(weight) * supervised_token_count(batch)
-    total, count = parallel.sum([total, count], device)
-    parallel.reshard()
-    model.train(was_training)
-    return total / count if count else float("nan")
+    return evaluate(model, batches, device, compute_dtype, parallel)[0]
+
+
+@dataclass
+class StepResult:
+    """One optimizer step's numbers (before the optimizer applies it).
+
+    Attributes:
+        loss: mean loss over the whole step (per supervised token, or per pair).
+        grad_norm: gradient norm before clipping.
+        units: supervised tokens (sft) or pairs (dpo, orpo) of the step.
+        sums: the objective's statistics summed over the step (every rank).
+    """
+
+    loss: float
+    grad_norm: float
+    units: int
+    sums: dict[str, float]
 
 
 def _train_step(
@@ -216,25 +272,30 @@ def _train_step(
     device: torch.device,
     compute_dtype: torch.dtype,
     parallel: Parallel,
-) -> tuple[float, float]:
-    """Forward/backward a step's micro-batches (this rank's share of them); return (mean loss
-    over the whole step, grad norm before clipping)."""
-    supervised = max(sum(supervised_token_count(b) for b in group), 1)
+    objective: Objective,
+) -> StepResult:
+    """Forward/backward a step's micro-batches (this rank's share of them)."""
+    units = max(sum(objective.units(b) for b in group), 1)
     # DDP and FSDP average gradients over ranks; the step's loss is their sum.
-    scale = parallel.world_size / supervised
+    scale = parallel.world_size / units
     loss_sum = torch.zeros((), device=device)
+    totals: dict[str, torch.Tensor] = {}
     share = rank_share(group, parallel)
     for index, (batch, weight) in enumerate(share):
         batch = _to_device(batch, device)
         with parallel.no_sync(last=index == len(share) - 1):
-            with _autocast(device, compute_dtype):
-                part = _loss_sum(model, parallel, batch) * weight
+            with autocast_for(device, compute_dtype):
+                part, sums = _loss_parts(model, parallel, objective, batch)
+                part = part * weight
             (part * scale).backward()
         loss_sum += part.detach()
-    (loss_total,) = parallel.sum([float(loss_sum)], device)
+        _add(totals, sums, weight)
+    names, values = _floats(totals)
+    loss_total, *values = parallel.sum([float(loss_sum), *values], device)
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return loss_total / supervised, float(full_tensor(grad_norm))
+    sums = dict(zip(names, values, strict=True))
+    return StepResult(loss_total / units, float(full_tensor(grad_norm)), units, sums)
 
 
 class _Checkpoints:
@@ -294,6 +355,7 @@ def fit(
     device: torch.device,
     compute_dtype: torch.dtype = torch.float32,
     parallel: Parallel | None = None,
+    objective: Objective | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -311,6 +373,8 @@ def fit(
         compute_dtype: ``torch.bfloat16`` runs forward/backward under autocast.
         parallel: the process group and wrapped model of a multi-process run (see
             ``tuneforge.train.parallel``); None for one process.
+        objective: what is optimised (``tuneforge.train.objectives``); None for sft. With
+            ``parallel``, the one its wrapped module was built with.
 
     Returns:
         a FitResult.
@@ -324,12 +388,12 @@ def fit(
 
     run_dir = Path(run_dir)
     parallel = parallel or Parallel()
+    objective = objective or SupervisedObjective()
     is_main = parallel.is_main
     params = [p for p in model.parameters() if p.requires_grad]
     steps = total_steps(config, data, parallel.world_size)
     group_size = config.grad_accum * parallel.world_size
     optimizer = build_optimizer(model, config)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
     state = {
         "step": 0,
         "epoch": 0,
@@ -343,8 +407,9 @@ def fit(
         state.update(load_checkpoint(checkpoint, model, optimizer, parallel))
     state["micro_batches_per_step"] = group_size  # what a resume must keep (train.resume)
     scheduler = build_scheduler(optimizer, config, steps, start_step=state["step"])
-    if is_main:
-        metrics.truncate_after(state["step"])
+    # Trackers (report_to) open last, once nothing before the loop can fail, and close with it.
+    metrics = MetricsLog.for_run(run_dir, config, enabled=is_main)
+    metrics.truncate_after(state["step"])  # a no-op where not enabled
     saved_step = state["step"] if checkpoint is not None else None
     checkpoints = _Checkpoints(run_dir, model, optimizer, state, config, parallel, saved_step)
     collapse = CollapseWatch(output_size(model))
@@ -353,9 +418,17 @@ def fit(
         """Run validation; return True when early stopping says stop."""
         if not data.val_batches:
             return False
-        val_loss = evaluate_loss(model, data.val_batches, device, compute_dtype, parallel)
+        val_loss, val_metrics = evaluate(
+            model, data.val_batches, device, compute_dtype, parallel, objective
+        )
         state["last_eval_step"] = state["step"]
-        metrics.write({"step": state["step"], "val_loss": val_loss})
+        metrics.write(
+            {
+                "step": state["step"],
+                "val_loss": val_loss,
+                **{f"val_{name}": value for name, value in val_metrics.items()},
+            }
+        )
         best = state["best_val_loss"]
         if best is None or val_loss < best:
             state["best_val_loss"], state["bad_evals"] = val_loss, 0
@@ -372,7 +445,7 @@ def fit(
     stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
     start = time.perf_counter()
     batches, batches_epoch = None, None
-    with StopSignals() as signals, contextlib.closing(bar):
+    with StopSignals() as signals, contextlib.closing(bar), contextlib.closing(metrics):
         while state["step"] < steps:
             # A step boundary: every rank takes the same decision (one all-reduce).
             sigint, sigterm, clock_due = parallel.any_rank(
@@ -389,9 +462,10 @@ def fit(
             group = batches[index : index + group_size]
             tick = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
-            loss, grad_norm = _train_step(
-                model, group, params, config, device, compute_dtype, parallel
+            result = _train_step(
+                model, group, params, config, device, compute_dtype, parallel, objective
             )
+            loss, grad_norm = result.loss, result.grad_norm
             step = state["step"] + 1
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
@@ -401,10 +475,11 @@ def fit(
                     f"stopped before updating the weights ({_kept(run_dir)}). Lower 'lr', keep "
                     "'max_grad_norm' > 0, or use dtype float32"
                 )
-            if collapse.update(step, loss, grad_norm):
+            watched = objective.token_nll(loss, result.sums)  # the loss itself for sft
+            if collapse.update(step, watched, grad_norm):
                 # The first flat step ran on the weights checkpointed as its previous step.
                 remove_checkpoints_from(run_dir, collapse.first_step - 1, parallel)
-                raise TrainingDivergedError(collapse.message(step, loss, _kept(run_dir)))
+                raise TrainingDivergedError(collapse.message(step, watched, _kept(run_dir)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -417,12 +492,14 @@ def fit(
             if epoch_done:
                 state["epoch"], state["batch_index"] = state["epoch"] + 1, 0
             tokens_per_s = step_tokens / step_seconds if step_seconds > 0 else 0.0
+            step_metrics = objective.metrics(result.sums, result.units)
             if step % config.log_every == 0 or step == steps:
                 metrics.write(
                     {
                         "step": step,
                         "epoch": state["epoch"] if not epoch_done else state["epoch"] - 1,
                         "loss": loss,
+                        **step_metrics,
                         "lr": lr,
                         "tokens": step_tokens,
                         "tokens_per_s": round(tokens_per_s, 2),
@@ -431,7 +508,8 @@ def fit(
                         "elapsed_s": round(time.perf_counter() - start, 3),
                     }
                 )
-            bar.update(1, {"loss": f"{loss:.4f}", "tok_s": f"{tokens_per_s:.0f}"})
+            shown = {PROGRESS_NAMES.get(k, k): f"{v:.3f}" for k, v in step_metrics.items()}
+            bar.update(1, {"loss": f"{loss:.4f}", **shown, "tok_s": f"{tokens_per_s:.0f}"})
             due_eval = (config.eval_every and step % config.eval_every == 0) or (
                 not config.eval_every and epoch_done
             )

@@ -4,6 +4,10 @@
 - ``lora``: the base is frozen (stored in the compute dtype), peft LoRA adapters in fp32.
 - ``qlora``: every linear layer of the decoder stored in 4-bit NF4 with double quantization
   (Dettmers et al. 2023, "QLoRA"), computing in the compute dtype; LoRA adapters in fp32.
+
+A lora/qlora run may start from a trained adapter (``init_adapter``, e.g. an SFT run's
+``adapter/`` before DPO): its LoRA shape must be the config's, it is checked against the base
+like any adapter (``tuneforge.adapters.loading``), and its weights replace the fresh adapter's.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tuneforge.errors import ConfigError, ModelError
+from tuneforge.errors import AdapterError, ConfigError, ModelError
 from tuneforge.train.config import TrainConfig
-from tuneforge.tuning_vocabulary import resolve_dtype
+from tuneforge.tuning_vocabulary import resolve_dtype, row_tokens
 
 
 @dataclass
@@ -98,7 +102,8 @@ def attention_implementation(device_type: str, compute_dtype: str, max_length: i
     Args:
         device_type: ``cpu`` or ``cuda``.
         compute_dtype: ``float32`` or ``bfloat16`` (resolved, not ``auto``).
-        max_length: tokens per row.
+        max_length: tokens per row (``tuning_vocabulary.row_tokens``: twice the data's
+            max_length for preference pairs).
     """
     if device_type == "cpu" and compute_dtype == "bfloat16" and max_length <= 512:
         return "eager"
@@ -126,21 +131,71 @@ def _load_base(
         raise ModelError(f"{source}: cannot load the model ({err})") from err
 
 
+def read_starting_adapter(config: TrainConfig):
+    """Read ``config.init_adapter`` and check that its LoRA shape is the config's (no model
+    needed, so a mismatch is reported before anything loads).
+
+    Returns:
+        the ``AdapterFiles`` (None without ``init_adapter``).
+
+    Raises:
+        AdapterError: the folder is missing or not a LoRA adapter.
+        ConfigError: its r, lora_alpha, use_rslora, use_dora or target_modules differ from the
+            config's (the message gives the options that match it).
+    """
+    if config.init_adapter is None:
+        return None
+    from tuneforge.adapters.loading import read_adapter
+
+    files = read_adapter(config.init_adapter)
+    saved = files.config
+    fixes = []
+    for name, ours, theirs in (
+        ("lora_r", config.lora_r, saved.get("r")),
+        ("lora_alpha", float(config.lora_alpha), float(saved.get("lora_alpha", 8))),
+        ("use_rslora", config.use_rslora, bool(saved.get("use_rslora", False))),
+        ("use_dora", config.use_dora, bool(saved.get("use_dora", False))),
+    ):
+        if ours != theirs:
+            value = str(theirs).lower() if isinstance(theirs, bool) else theirs
+            fixes.append((name, ours, value))
+    targets = saved.get("target_modules")
+    if config.target_modules is not None and set(config.target_modules) != set(targets or ()):
+        fixes.append(("target_modules", config.target_modules, ",".join(sorted(targets or ()))))
+    if fixes:
+        given = ", ".join(f"{name} {ours}" for name, ours, _ in fixes)
+        needed = " ".join(f"--{name.replace('_', '-')} {theirs}" for name, _, theirs in fixes)
+        raise ConfigError(
+            f"train config field 'init_adapter': {files.folder} was trained with another LoRA "
+            f"shape than this run's ({given}); a run continues an adapter with its shape: "
+            f"pass {needed}"
+        )
+    return files
+
+
 def prepare_model(
-    config: TrainConfig, device: torch.device, home: Path | None = None, tokenizer=None
+    config: TrainConfig,
+    device: torch.device,
+    home: Path | None = None,
+    tokenizer=None,
+    adapter=None,
 ):
     """Load the base model named by ``config.model`` and make it trainable per ``config.method``.
 
     Args:
         tokenizer: the model's tokenizer when the caller loaded it already (``train`` does, to
             read the data before the model); loaded here otherwise.
+        adapter: ``read_starting_adapter(config)`` when the caller read it already; read here
+            otherwise.
 
     Returns:
         a PreparedModel.
 
     Raises:
         ModelError: the model cannot be resolved or loaded.
-        ConfigError: a target module that the model does not have.
+        ConfigError: a target module that the model does not have, or an ``init_adapter`` of
+            another LoRA shape.
+        AdapterError: an ``init_adapter`` that does not fit the base.
     """
     from tuneforge.models.loading import load_tokenizer, resolve_folder
 
@@ -149,7 +204,9 @@ def prepare_model(
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(source)
     torch.manual_seed(config.seed)
     attention = attention_implementation(
-        device.type, _dtype_name(compute_dtype), config.data.max_length
+        device.type,
+        _dtype_name(compute_dtype),
+        row_tokens(config.objective, config.data.max_length),
     )
     model = _load_base(source, config.method, compute_dtype, device, attention)
     model.config.use_cache = False
@@ -157,7 +214,8 @@ def prepare_model(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     target_modules = None
     if config.uses_lora:
-        model, target_modules = _apply_lora(model, config)
+        adapter = adapter or read_starting_adapter(config)
+        model, target_modules = _apply_lora(model, config, adapter)
         if compute_dtype != torch.float32:
             _let_autocast_cast_lora_inputs(model)
     model.train()
@@ -179,13 +237,25 @@ def _let_autocast_cast_lora_inputs(model: nn.Module) -> None:
             module.cast_input_dtype_enabled = False
 
 
-def _apply_lora(model: nn.Module, config: TrainConfig):
-    """Freeze the base and wrap it with LoRA adapters (fp32) on the target modules."""
+def _apply_lora(model: nn.Module, config: TrainConfig, adapter=None):
+    """Freeze the base and wrap it with LoRA adapters (fp32) on the target modules: fresh ones,
+    or the weights of ``adapter`` (``read_starting_adapter``)."""
     from peft import get_peft_model
 
     for param in model.parameters():
         param.requires_grad_(False)
-    target_modules = config.target_modules or default_target_modules(model)
+    if adapter is not None:
+        from tuneforge.adapters.loading import check_adapter
+
+        check_adapter(adapter, model)
+    saved_targets = adapter.config.get("target_modules") if adapter is not None else None
+    target_modules = config.target_modules or saved_targets or default_target_modules(model)
+    if isinstance(target_modules, str):  # a peft regex: the layers it matches
+        raise ConfigError(
+            f"train config field 'init_adapter': {adapter.folder} targets the modules matching "
+            f"{target_modules!r}; set target_modules to the list of layer names it adapts"
+        )
+    target_modules = sorted(target_modules)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [name for name in target_modules if name not in present]
     if missing:
@@ -197,7 +267,25 @@ def _apply_lora(model: nn.Module, config: TrainConfig):
         # With a frozen embedding the checkpointed blocks would see inputs without grad.
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config_for(config, target_modules))
+    if adapter is not None:
+        _load_adapter_weights(peft_model, adapter)
     for param in peft_model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()  # adapters train in fp32 whatever the base stores
     return peft_model, target_modules
+
+
+def _load_adapter_weights(peft_model, adapter) -> None:
+    """Copy a saved adapter's weights into the fresh (same-shape) adapter of ``peft_model``."""
+    from peft.utils import set_peft_model_state_dict
+
+    device = next(peft_model.parameters()).device
+    tensors = {key: tensor.to(device) for key, tensor in adapter.tensors.items()}
+    result = set_peft_model_state_dict(peft_model, tensors)
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if missing or result.unexpected_keys:
+        raise AdapterError(
+            f"{adapter.folder}: its weights do not cover this run's adapter (missing "
+            f"{missing[:2]}, unexpected {list(result.unexpected_keys)[:2]}); start from an "
+            "adapter trained on this model with these target_modules"
+        )

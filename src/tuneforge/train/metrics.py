@@ -1,7 +1,9 @@
 """Run metrics: ``metrics.jsonl`` (one JSON object per logged step) and peak memory.
 
 Step lines hold ``step, epoch, loss, lr, tokens, tokens_per_s, grad_norm, peak_memory_bytes,
-elapsed_s``; validation lines hold ``step, val_loss``. Tokens are real (non-pad) tokens.
+elapsed_s``; validation lines hold ``step, val_loss``. Tokens are real (non-pad) tokens. DPO and
+ORPO runs add ``reward_margin, preference_accuracy, chosen_logps, rejected_logps`` (``val_``
+prefixed on validation lines; ``tuneforge.train.objectives``).
 
 ``metrics.jsonl`` is the record of a run. Experiment trackers are sinks that receive each line
 as well (``report_to`` in the training config): a ``MetricSink`` has ``write(record)`` and

@@ -35,21 +35,22 @@ from tuneforge.errors import ConfigError
 
 
 class LossModule(nn.Module):
-    """Wraps a causal LM so that ``forward(batch)`` returns its summed supervised loss.
+    """Wraps a causal LM so that ``forward(batch)`` returns the objective's loss parts.
 
     DDP and FSDP hook the forward of the module they wrap; the loss computes the decoder body and
-    the output head separately (see ``tuneforge.train.loss``), so the wrapper's forward is the
-    one call that goes through those hooks.
+    the output head separately (see ``tuneforge.train.loss``), and a DPO reference forward runs
+    beside the policy's, so the wrapper's forward is the one call that goes through those hooks.
+    The objective is a plain attribute, not a submodule: a frozen reference copy it may hold is
+    neither synchronised nor sharded.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, objective) -> None:
         super().__init__()
         self.model = model
+        self.objective = objective
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        from tuneforge.train.loss import supervised_loss_sum
-
-        return supervised_loss_sum(self.model, batch)
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return self.objective.loss_parts(self.model, batch)
 
 
 def launched_world_size() -> int:
@@ -89,7 +90,7 @@ class Parallel:
     Attributes:
         strategy: ``none``, ``ddp`` or ``fsdp``.
         rank, world_size, local_rank: from the launcher (0, 1, 0 for one process).
-        module: what computes a micro-batch's summed loss (the DDP/FSDP-wrapped LossModule).
+        module: what computes a micro-batch's loss parts (the DDP/FSDP-wrapped LossModule).
     """
 
     strategy: str = "none"
@@ -194,12 +195,15 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
-def wrap_model(model: nn.Module, parallel: Parallel, device: torch.device) -> nn.Module:
+def wrap_model(model: nn.Module, parallel: Parallel, device: torch.device, objective) -> nn.Module:
     """Wrap ``model`` for the strategy; set and return ``parallel.module`` (the loss module).
 
     The original ``model`` object stays the one to save: its parameter names do not change.
+
+    Args:
+        objective: what the loss module computes (``tuneforge.train.objectives``).
     """
-    module = LossModule(model)
+    module = LossModule(model, objective)
     if parallel.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 

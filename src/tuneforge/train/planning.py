@@ -13,7 +13,12 @@ from pathlib import Path
 from tuneforge.plan import MemoryPlan, estimate_memory, load_model_config
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.methods import attention_implementation
-from tuneforge.tuning_vocabulary import resolve_dtype, resolve_strategy
+from tuneforge.tuning_vocabulary import (
+    resolve_dtype,
+    resolve_reference,
+    resolve_strategy,
+    row_tokens,
+)
 
 
 def planned_device_type(device: str) -> str:
@@ -38,7 +43,8 @@ def plan_for_run(
     """Predict the peak memory of one device of the run ``config`` describes.
 
     Args:
-        config: the training config (model, method, batch, data.max_length, LoRA, dtype, ...).
+        config: the training config (model, method, objective and reference, batch,
+            data.max_length, LoRA, dtype, ...).
         device_type: ``cpu`` or ``cuda``: where each process computes.
         world_size: processes (one device each); ``config.strategy`` is resolved for it.
         bf16_supported: whether the device computes in bf16 (what ``dtype: auto`` depends on;
@@ -74,5 +80,12 @@ def plan_for_run(
         lora_dropout=config.lora_dropout,
         padding_mask=not config.packing,
         device=device_type,
-        attention=attention_implementation(device_type, compute_dtype, max_length),
+        attention=attention_implementation(
+            device_type, compute_dtype, row_tokens(config.objective, max_length)
+        ),
+        objective=config.objective,
+        reference=resolve_reference(
+            config.reference, config.objective, config.method, config.init_adapter is not None
+        )
+        or "auto",
     )

@@ -5,10 +5,11 @@ A run directory records what it was started with: ``config.yaml`` (the resolved 
 ``inputs.json`` (the SHA-256 of the data, validation data and template files, so a file edited
 in place is noticed). A resume compares the config it is given with them, before anything loads:
 
-- **must stay equal** (``EXACT_FIELDS``, every data option): the model, the method and LoRA
-  shape, the data (path and content), batch size, packing, the optimizer and its settings, the
-  learning rate and its schedule, the dtype and the seed, the RAFT store and settings
-  (the examples are rebuilt from them); and the micro-batches per optimizer
+- **must stay equal** (``EXACT_FIELDS``, every data option): the model, the method, the
+  objective (with its beta, reference and starting adapter) and LoRA shape, the data (path and
+  content), batch size, packing, the optimizer and its settings, the learning rate and its
+  schedule, the dtype and the seed, the RAFT store and settings (the examples are rebuilt from
+  them); and the micro-batches per optimizer
   step, ``grad_accum x processes`` (so a run may resume on another number of processes with
   ``grad_accum`` adjusted). A change is refused, naming each changed field.
 - **may change**: how often to validate, log and checkpoint, early-stopping patience, threads,
@@ -38,6 +39,10 @@ INPUTS_FILE = "inputs.json"
 EXACT_FIELDS = (
     "model",
     "method",
+    "objective",
+    "beta",
+    "reference",
+    "init_adapter",
     "val_data",
     "store",
     "raft",
@@ -217,7 +222,14 @@ def _changed_fields(saved: TrainConfig, given: TrainConfig, saved_path: Path) ->
     for name, before, now in pairs:
         if name == "target_modules" and now is None:
             continue  # not given: the model's defaults, as the saved list was resolved
-        if name in ("model", "data.path", "val_data", "data.template_file", "store"):
+        if name in (
+            "model",
+            "init_adapter",
+            "data.path",
+            "val_data",
+            "data.template_file",
+            "store",
+        ):
             same = _same_path(before, now)
         elif name == "target_modules":
             same = set(before or ()) == set(now)  # peft adapts the same layers in any order

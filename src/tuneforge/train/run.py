@@ -46,6 +46,7 @@ from tuneforge.train.resume import (
     check_resume,
     input_fingerprints,
 )
+from tuneforge.tuning_vocabulary import PREFERENCE_OBJECTIVES, resolve_reference
 
 
 @dataclass
@@ -149,19 +150,39 @@ def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], Non
     """Read, tokenize and batch ``config.data`` with ``tuneforge.data``; return TrainingData.
 
     With ``val_data`` the validation examples come from that file, read with the same options,
-    and ``data.val_fraction`` is ignored.
+    and ``data.val_fraction`` is ignored. A preference objective reads pairs and batches them
+    in pair rows (``tuneforge.data.make_pair_batches``); validation pairs are numbered after
+    the training ones (``pair_index``), so one table can hold their reference log-probs.
     """
-    from tuneforge.data import count_real_tokens, ensure_pad_token, make_batches, prepare_data
+    from tuneforge.data import (
+        count_real_tokens,
+        ensure_pad_token,
+        make_batches,
+        make_pair_batches,
+        prepare_data,
+    )
 
+    kind = "preference" if config.objective in PREFERENCE_OBJECTIVES else "supervised"
     data = replace(config.data, val_fraction=0.0) if config.val_data else config.data
-    prepared = prepare_data(data, tokenizer)
+    prepared = prepare_data(data, tokenizer, kind=kind)
     log(prepared.report.summary())
     train_examples, val_examples = prepared.train, list(prepared.val)
     if config.val_data:
-        val_examples = prepare_data(replace(data, path=config.val_data), tokenizer).train
+        val_path = replace(data, path=config.val_data)
+        val_examples = prepare_data(val_path, tokenizer, kind=kind).train
     pad_id = ensure_pad_token(tokenizer)
 
-    def batches(examples, epoch: int, shuffle: bool) -> list[dict[str, torch.Tensor]]:
+    def batches(examples, epoch: int, shuffle: bool, offset: int = 0) -> list[dict]:
+        if kind == "preference":
+            return make_pair_batches(
+                examples,
+                batch_size=config.batch_size,
+                pad_token_id=pad_id,
+                seed=config.seed,
+                epoch=epoch,
+                shuffle=shuffle,
+                index_offset=offset,
+            )
         return make_batches(
             examples,
             batch_size=config.batch_size,
@@ -175,10 +196,18 @@ def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], Non
 
     return TrainingData(
         epoch_batches=lambda epoch: batches(train_examples, epoch, True),
-        val_batches=batches(val_examples, 0, False) if val_examples else [],
+        val_batches=batches(val_examples, 0, False, len(train_examples)) if val_examples else [],
         count_tokens=count_real_tokens,
         supervised_fraction=prepared.report.supervised_share,
     )
+
+
+def batches_to_train(config: TrainConfig, data: TrainingData, world_size: int) -> list:
+    """The training batches a run will use, each once: the first epoch's, or only its first
+    ``steps x grad_accum x processes`` when the run ends within it (what a precomputed
+    reference needs to score; a longer run reads every pair)."""
+    used = total_steps(config, data, world_size) * config.grad_accum * world_size
+    return data.epoch_batches(0)[:used]
 
 
 def memory_plan_text(
@@ -283,7 +312,8 @@ def _train(
     log: Callable[[str], None],
 ) -> RunResult:
     from tuneforge.models.loading import load_tokenizer, resolve_folder
-    from tuneforge.train.methods import prepare_model
+    from tuneforge.train.methods import prepare_model, read_starting_adapter
+    from tuneforge.train.objectives import build_objective
 
     if not parallel.is_main:
         log = _quiet
@@ -301,7 +331,8 @@ def _train(
         raft_files = {path.name: path.read_text("utf-8") for path in Path(tmp).iterdir()}
     if resume_point is not None:
         check_extension(resume_point, total_steps(config, data, parallel.world_size))
-    prepared = prepare_model(config, device, home=home, tokenizer=tokenizer)
+    adapter = read_starting_adapter(config)  # its shape is checked before the model loads
+    prepared = prepare_model(config, device, home=home, tokenizer=tokenizer, adapter=adapter)
     counts = count_parameters(prepared.model)
     log(parameter_summary(counts, config.method))
     log(memory_plan_text(config, parallel, device, data.supervised_fraction, home))
@@ -316,9 +347,18 @@ def _train(
         from tuneforge.adapters.identity import base_identity
 
         identity = base_identity(prepared.model)  # before sharding changes the tensors
+    # Before compiling and sharding: a reference copies or scores the starting model.
+    objective = build_objective(
+        config,
+        prepared.model,
+        lambda: batches_to_train(config, data, parallel.world_size) + data.val_batches,
+        device,
+        prepared.compute_dtype,
+        log,
+    )
     if config.compile:
         compile_blocks(prepared.model)
-    wrap_model(prepared.model, parallel, device)
+    wrap_model(prepared.model, parallel, device, objective)
     resolved = replace(config, target_modules=prepared.target_modules, resume=False, force=False)
     run_dir = prepare_run_dir(config, resolved, parallel)
     if parallel.is_main:
@@ -335,6 +375,7 @@ def _train(
         device=device,
         compute_dtype=prepared.compute_dtype,
         parallel=parallel,
+        objective=objective,
     )
     output_dir = save_final(
         config, prepared.model, prepared.tokenizer, run_dir, parallel, identity=identity
@@ -345,6 +386,7 @@ def _train(
         write_prompt_record(output_dir, config.raft, config.store)
     summary = {
         "method": config.method,
+        "objective": config.objective,
         "model": config.model,
         "steps": result.steps,
         "stop_reason": result.stop_reason,
@@ -362,6 +404,11 @@ def _train(
         "compute_dtype": str(prepared.compute_dtype).removeprefix("torch."),
         "output": output_dir.name,
     }
+    reference = resolve_reference(
+        config.reference, config.objective, config.method, config.init_adapter is not None
+    )
+    if reference is not None:
+        summary["reference"] = reference
     if parallel.distributed:
         summary["strategy"] = parallel.strategy
         summary["processes"] = parallel.world_size
