@@ -82,3 +82,21 @@ def test_no_tracker_no_sink(tmp_path):
     assert log.sinks == []
     log.write(LINES[0])
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_a_tracker_whose_library_is_missing_is_refused_before_the_run_starts(
+    tmp_path, monkeypatch, capsys
+):
+    """The sinks open when the loop starts, after the model loaded; a missing library is
+    named before anything is read or written."""
+    from tuneforge.cli import main
+    from tuneforge.train import metrics
+
+    monkeypatch.setitem(metrics.SINK_LIBRARIES, "mlflow", "no_such_tracker_library")
+    out = tmp_path / "run"
+    args = ["train", "--data", "demo", "--out", str(out), "--report-to", "mlflow"]
+    assert main([*args, "--max-steps", "1", "--model", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert "no_such_tracker_library) is not installed" in error
+    assert "pip install 'tuneforge[mlflow]'" in error
+    assert not out.exists()

@@ -157,6 +157,23 @@ class MlflowSink:
 SINKS: dict[str, type] = {"tensorboard": TensorBoardSink, "mlflow": MlflowSink}
 """``report_to`` name -> sink class, built as ``Sink(run_dir, params)``."""
 
+SINK_LIBRARIES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
+"""``report_to`` name -> the module its sink imports (checked before a run loads anything)."""
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse ``report_to`` entries whose library is not installed, before a run starts (the
+    sinks open only once the model is loaded and the loop begins).
+
+    Raises:
+        ConfigError: a tracker's library is missing (the message says what to install).
+    """
+    from importlib.util import find_spec
+
+    for name in names:
+        if find_spec(SINK_LIBRARIES[name]) is None:
+            raise _missing(SINK_LIBRARIES[name], name)
+
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"data": {"path": "a"}}`` -> ``{"data.path": "a"}`` (tracker parameters are flat)."""

@@ -31,6 +31,7 @@ from tuneforge.atomic import staged_dir, write_json, write_text
 from tuneforge.errors import RunDirError
 from tuneforge.train.config import TrainConfig, dump_config
 from tuneforge.train.loop import FitResult, TrainingData, fit, total_steps
+from tuneforge.train.metrics import check_trackers
 from tuneforge.train.parallel import (
     Parallel,
     decoder_blocks,
@@ -297,6 +298,7 @@ def train(
         DataError, ModelError: from the data or the model.
     """
     config.data.require_path()  # before the run directory is touched
+    check_trackers(config.report_to)
     parallel, device = init_parallel(config.strategy, config.method, config.device)
     try:
         return _train(config, parallel, device, home, log)
