@@ -13,6 +13,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from tuneforge.evaluate.arms import COMPARE_ARMS, COMPARE_TASKS, arms_for
 from tuneforge.evaluate.compare import Budget, TaskInputs, compare, run_arms
@@ -34,6 +35,7 @@ TINY_BUDGET = Budget(
     raft_min_steps=1,
     json_steps=1,
     json_examples=10,
+    dpo_steps=1,
     batch_size=2,
     max_new_tokens=4,
     json_max_new_tokens=4,
@@ -69,7 +71,11 @@ def test_compare_runs_every_arm_on_the_tiny_model(tiny_model_dir, tmp_path):
         "knowledge-full",
         "knowledge-raft",
         "json-lora",
+        "json-dpo",
     ]
+    dpo_config = yaml.safe_load((out / "runs" / "json-dpo" / "config.yaml").read_text())
+    assert dpo_config["objective"] == "dpo"
+    assert dpo_config["init_adapter"] == str(out / "runs" / "json-lora" / "adapter")
     # The RAFT data holds both target shapes, each built over the compare's own store.
     raft_lines = (out / "data" / "raft.jsonl").read_text().splitlines()
     targets = [json.loads(line)["messages"][-1]["content"] for line in raft_lines]
@@ -95,6 +101,7 @@ def test_arm_and_task_tables_name_each_once():
         "fine-tuned",
         "fine-tuned+rag",
         "raft+rag",
+        "fine-tuned+dpo",
         "base+constrained",
         "fine-tuned+constrained",
     ]
@@ -105,7 +112,7 @@ def test_arm_and_task_tables_name_each_once():
             assert arm.adapter is None or arm.adapter in task.adapters
         resolve_prompt_format(task.prompt_format)  # a known format
     # The form task has no RAFT fine-tune: its arm is skipped there; only the form task (its
-    # replies follow a JSON schema) runs the constrained arms.
+    # replies follow a JSON schema, it has preference pairs) runs the DPO and constrained arms.
     assert [arm.name for arm in arms_for(COMPARE_TASKS[1])] == [*ARMS[:4], *ARMS[5:]]
     assert [arm.name for arm in arms_for(COMPARE_TASKS[2])] == list(ARMS[:5])
     # An arm whose fine-tune a task does not provide is skipped for that task.
@@ -251,6 +258,15 @@ def test_training_configs_take_the_lora_shape_from_the_budget(monkeypatch, tmp_p
     assert lora.lr == compare_module.LEARNING_RATES["lora"]
     assert full.lr == compare_module.LEARNING_RATES["full"] and full.method == "full"
     assert lora.batch_size == budget.batch_size and lora.out == str(tmp_path / "runs" / "run")
+    # The DPO run: the LoRA shape, its own objective and lr, from the supervised adapter.
+    dpo = {**compare_module.DPO, "init_adapter": str(tmp_path / "sft")}
+    compare_module._train(
+        "dpo", tmp_path / "p.jsonl", "lora", 2, budget, tmp_path, args | {"num_threads": None}, 256,
+        dpo,
+    )  # fmt: skip
+    (dpo_config,) = configs[2:]
+    assert (dpo_config.objective, dpo_config.beta, dpo_config.lr) == ("dpo", 0.1, 5e-5)
+    assert dpo_config.init_adapter == str(tmp_path / "sft") and dpo_config.lora_r == 4
 
 
 @pytest.mark.slow

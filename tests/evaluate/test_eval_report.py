@@ -159,3 +159,23 @@ def test_demo_step_prints_the_raft_arm_and_the_recommendation(tmp_path, monkeypa
     assert strict.split()[-5:] == ["0%", "5%", "10%", "20%", "70%"]
     assert "\nRecommendation: facts: use RAFT fine-tuning plus retrieval" in out
     assert (tmp_path / "compare" / "report.md").is_file()
+
+
+def test_preference_tuning_is_named_only_where_its_interval_clears_the_fine_tunes():
+    from tuneforge.evaluate.results import ArmResult
+
+    comparison = fixed_comparison()
+    assert "preference tuning" not in recommendation(comparison)  # DPO not run
+    comparison.arms.append(ArmResult("fine-tuned+dpo", "json", {}, [], "held-out", {}))
+    with_rate(comparison, "fine-tuned", "json", "field_accuracy", 0.60, 60)
+    with_rate(comparison, "fine-tuned+dpo", "json", "field_accuracy", 0.65, 60)
+    assert (
+        "preference tuning (field accuracy): too few questions to tell fine-tuned+dpo 65% "
+        "[52–76%] from fine-tuned 60% [47–71%]"
+    ) in recommendation(comparison)
+    with_rate(comparison, "fine-tuned+dpo", "json", "field_accuracy", 0.95, 60)
+    assert "preference tuning helps: fine-tuned+dpo 95% [86–98%] vs fine-tuned 60%" in (
+        recommendation(comparison)
+    )
+    with_rate(comparison, "fine-tuned+dpo", "json", "field_accuracy", 0.20, 60)
+    assert "preference tuning does not help here: fine-tuned+dpo 20%" in recommendation(comparison)

@@ -8,7 +8,8 @@ The arms are the levers and their mix: the base model alone, retrieval alone, fi
 question/answer pairs (facts in the weights), that fine-tune given retrieved sources, and a
 RAFT fine-tune (:mod:`tuneforge.rag.raft`: trained on the very prompts retrieval builds, to
 read, cite and refuse) given retrieved sources; and, on the strict-JSON task, the base and its
-fine-tune decoding under the schema (constrained decoding: valid JSON by construction).
+fine-tune decoding under the schema (constrained decoding: valid JSON by construction), and the
+fine-tune after preference tuning (DPO on preference pairs, where the task has them).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ COMPARE_ARMS: tuple[Arm, ...] = (
     Arm("fine-tuned", adapter="fine-tuned"),
     Arm("fine-tuned+rag", adapter="fine-tuned", rag=True),
     Arm("raft+rag", adapter="raft", rag=True),
+    Arm("fine-tuned+dpo", adapter="dpo"),
     Arm("base+constrained", constrained=True),
     Arm("fine-tuned+constrained", adapter="fine-tuned", constrained=True),
 )
@@ -109,11 +111,13 @@ JSON = Task(
     score="schema_valid",
     prompt_format="examples",
     plain_system=None,  # the items carry the task's system prompt
-    adapters={"fine-tuned": "json-lora"},
+    adapters={"fine-tuned": "json-lora", "dpo": "json-dpo"},
     json_schema=True,
 )
 """A strict-JSON task (the bundled orders, or ``--train``/``--schema``); retrieval shows
-similar training examples as demonstrations."""
+similar training examples as demonstrations. Its ``dpo`` fine-tune starts from ``json-lora``
+and is trained on the task's preference pairs (the bundled task has them; a user's task without
+them skips that arm)."""
 
 COMBINED = Task(
     name="combined",

@@ -18,8 +18,9 @@ What it runs, in order (every output under ``out``):
    Q/A pairs; ``knowledge-full``, a full fine-tune on the same pairs at the same step count
    (forgetting only); ``knowledge-raft``, a LoRA on RAFT examples built over the store
    (:mod:`tuneforge.rag.raft`: the prompts retrieval builds, oracle kept or removed, cited
-   targets); ``json-lora``, a LoRA on the form task. With the combined task, the knowledge
-   fine-tunes learn both shapes (plain and JSON). Each run is timed.
+   targets); ``json-lora``, a LoRA on the form task; ``json-dpo``, DPO from ``json-lora``'s
+   adapter on the form task's preference pairs (the bundled task has them). With the combined
+   task, the knowledge fine-tunes learn both shapes (plain and JSON). Each run is timed.
 4. The arms × tasks on held-out questions, and the fine-tuned arms on trained questions too
    (memorised vs generalised); every rate with its 95% interval.
 5. Forgetting: general perplexity and general-question accuracy of base, full and LoRA.
@@ -84,6 +85,7 @@ class Budget:
             questions it was not sure of (see docs/evaluate.md).
         raft_min_steps: fewest optimizer steps of the RAFT fine-tune (small question sets).
         json_steps: optimizer steps of the form-task LoRA fine-tune.
+        dpo_steps: optimizer steps of DPO after it (batches of ``batch_size`` pairs).
         json_examples: bundled training examples put in the demonstration store.
         batch_size: examples per optimizer step.
         max_new_tokens: reply length cap of the knowledge and general questions (tokens).
@@ -104,6 +106,7 @@ class Budget:
     raft_epochs: float
     json_steps: int
     json_examples: int
+    dpo_steps: int
     batch_size: int = 8
     max_new_tokens: int = 40
     json_max_new_tokens: int = 64
@@ -126,6 +129,7 @@ BUDGETS = {
         raft_epochs=1.0,
         json_steps=16,
         json_examples=100,
+        dpo_steps=8,
         batch_size=4,
         max_new_tokens=32,
     ),
@@ -139,11 +143,16 @@ BUDGETS = {
         raft_epochs=2.0,
         json_steps=150,
         json_examples=1200,
+        dpo_steps=60,
     ),
 }
 
 LEARNING_RATES = {"lora": 1e-3, "full": 5e-5}
 """Learning rate per method (the usual LoRA range is ~10x a full fine-tune's)."""
+
+DPO = {"objective": "dpo", "beta": 0.1, "lr": 5e-5}
+"""The DPO fine-tune's settings (examples/dpo.yaml's): on top of the LoRA ones, from the
+supervised adapter, whose model is the reference."""
 
 MAX_LENGTH = 256
 """Training sequence length (tokens): every Q/A pair and JSON example fits."""
@@ -179,8 +188,12 @@ def _train(
     out: Path,
     args,
     max_length: int = MAX_LENGTH,
+    overrides: Mapping | None = None,
 ) -> tuple:
-    """Run one training; return (run result, wall seconds including model loading)."""
+    """Run one training; return (run result, wall seconds including model loading).
+
+    ``overrides`` replace config values (the DPO run's objective, starting adapter, lr).
+    """
     from tuneforge.train import load_config, train
 
     config = load_config(
@@ -202,6 +215,7 @@ def _train(
             "force": True,
             "progress": args["progress"],
             "num_threads": args["num_threads"],
+            **(overrides or {}),
         },
     )
     start = time.perf_counter()
@@ -451,19 +465,23 @@ def compare(
     }
 
     # -- training -----------------------------------------------------------------------------
-    trainings = [  # (run name, data, method, optimizer steps, max length)
-        ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps, MAX_LENGTH),
-        ("knowledge-full", knowledge_data, "full", b.knowledge_steps, MAX_LENGTH),
-        ("knowledge-raft", raft_data, "lora", raft_steps, RAFT_MAX_LENGTH),
+    trainings = [  # (run name, data, method, optimizer steps, max length, overrides)
+        ("knowledge-lora", knowledge_data, "lora", b.knowledge_steps, MAX_LENGTH, None),
+        ("knowledge-full", knowledge_data, "full", b.knowledge_steps, MAX_LENGTH, None),
+        ("knowledge-raft", raft_data, "lora", raft_steps, RAFT_MAX_LENGTH, None),
     ]
     if data.form is not None:
         form_data = _write_jsonl(out / "data" / "form_train.jsonl", data.form.train)
-        trainings.append(("json-lora", form_data, "lora", b.json_steps, MAX_LENGTH))
+        trainings.append(("json-lora", form_data, "lora", b.json_steps, MAX_LENGTH, None))
+    if data.form is not None and data.form.preference is not None:
+        sft_adapter = str(out / "runs" / "json-lora" / "adapter")
+        dpo = {**DPO, "init_adapter": sft_adapter}
+        trainings.append(("json-dpo", data.form.preference, "lora", b.dpo_steps, MAX_LENGTH, dpo))
     runs, train_seconds = {}, {}
-    for name, path, method, steps, max_length in trainings:
+    for name, path, method, steps, max_length, overrides in trainings:
         step(f"training {name} ({steps} steps)")
         runs[name], train_seconds[name] = _train(
-            name, path, method, steps, b, out, args, max_length
+            name, path, method, steps, b, out, args, max_length, overrides
         )
     curves = [_loss_curve(name, runs[name].run_dir) for name, *_ in trainings]
 
@@ -490,8 +508,9 @@ def compare(
             [sourced_answers.eval_item(r) for r in memorised],
         )
     if data.form is not None:
+        adapters = JSON.adapters if data.form.preference else {"fine-tuned": "json-lora"}
         prepared["json"] = TaskInputs(
-            JSON,
+            replace(JSON, adapters=adapters),
             data.form.test,
             json_store,
             GenerationSettings(max_new_tokens=b.json_max_new_tokens),

@@ -121,12 +121,16 @@ class FormTask:
         schema: the JSON schema every reply must satisfy.
         examples: ``Request: ... JSON: ...`` texts of training records, retrieved as
             demonstrations by the arms with retrieval.
+        preference: preference pairs (``prompt``, ``chosen``, ``rejected``) derived from the
+            training records, for the DPO fine-tune after the supervised one; None: the task
+            has none (its DPO arm is skipped).
     """
 
     train: list[dict]
     test: list[dict]
     schema: Mapping
     examples: list[str]
+    preference: Path | None = None
 
 
 def _example_text(item: dict) -> str:
@@ -146,7 +150,7 @@ def bundled_form_task(test_prompts: int, examples: int) -> FormTask:
         f"Request: {r['prompt']}\nJSON: {r['answer']}"
         for r in json_orders.load_records("train")[:examples]
     ]
-    return FormTask(train, test, json_orders.SCHEMA, texts)
+    return FormTask(train, test, json_orders.SCHEMA, texts, json_orders.asset_path("preference"))
 
 
 def read_schema(path: Path | str) -> dict:

@@ -17,6 +17,7 @@ _ARM_COLORS = {
     "fine-tuned": "#ff7f0e",
     "fine-tuned+rag": "#2ca02c",
     "raft+rag": "#9467bd",
+    "fine-tuned+dpo": "#e377c2",
     "base+constrained": "#8c564b",
     "fine-tuned+constrained": "#d62728",
 }

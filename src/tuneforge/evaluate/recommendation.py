@@ -23,6 +23,7 @@ LEVERS = {
     "fine-tuned": "fine-tuning",
     "fine-tuned+rag": "fine-tuning plus retrieval",
     "raft+rag": "RAFT fine-tuning plus retrieval",
+    "fine-tuned+dpo": "fine-tuning then preference tuning (DPO)",
     "base+constrained": "constrained decoding",
     "fine-tuned+constrained": "fine-tuning plus constrained decoding",
 }
@@ -198,6 +199,21 @@ def _constrained_part(comparison: Comparison) -> str | None:
     )
 
 
+def _preference_part(comparison: Comparison) -> str | None:
+    """DPO after the supervised fine-tune against that fine-tune alone, on field accuracy (the
+    content of the JSON; both are usually schema-valid). None when DPO was not run."""
+    dpo = estimate(comparison, "fine-tuned+dpo", "json", "field_accuracy")
+    sft = estimate(comparison, "fine-tuned", "json", "field_accuracy")
+    if dpo is None or sft is None:
+        return None
+    verdict = decide([sft, dpo])
+    if not verdict.separated:
+        return too_few(verdict, "preference tuning (field accuracy)")
+    if verdict.best.arm == "fine-tuned+dpo":
+        return f"preference tuning helps: {dpo.text()} vs {sft.text()} field accuracy"
+    return f"preference tuning does not help here: {dpo.text()} vs {sft.text()} field accuracy"
+
+
 def _reading_part(comparison: Comparison) -> str:
     """RAFT+RAG against base+RAG on citing the right source and refusing the unanswerable."""
     parts = []
@@ -242,6 +258,7 @@ def recommendation(comparison: Comparison) -> str:
         _compare_all(comparison, "knowledge", "contains_answer", "contains-answer", "facts"),
         _reading_part(comparison),
         _constrained_part(comparison) or _format_part(comparison),
+        _preference_part(comparison),
         _compare_all(
             comparison,
             "combined",
