@@ -332,7 +332,13 @@ def test_compare_on_the_users_documents_questions_and_form_task(tiny_model_dir, 
     )
     tasks = {a.task for a in comparison.arms}
     assert tasks == {"knowledge", "json"}  # the bundled combined task is not run on user data
-    assert {a.arm for a in comparison.arms if a.task == "knowledge"} == set(ARMS)
+    assert {a.arm for a in comparison.arms if a.task == "knowledge"} == set(ARMS[:5])
+    # The user's form task has no preference pairs: no DPO run, no DPO arm; constrained arms run.
+    assert {a.arm for a in comparison.arms if a.task == "json"} == {
+        "base", "base+rag", "fine-tuned", "fine-tuned+rag", "base+constrained",
+        "fine-tuned+constrained",
+    }  # fmt: skip
+    assert not (out / "runs" / "json-dpo").exists()
     assert comparison.settings["questions_held_out"] == 3  # 2 of 4 answerable, 1 of 2 not
     assert "your documents are not edited" in comparison.update_cost.fact
     assert not (out / "kb_docs").exists()  # the user's documents are not copied

@@ -123,14 +123,16 @@ def run_server(
     roots: list[Path] | None = None,
     api_key: str | None = API_KEY,
     retriever=None,
+    dtype: str = "auto",
     **settings,
 ):
-    """Load the model, start uvicorn on 127.0.0.1:<free port> in a thread, yield a Server."""
+    """Load the model (in ``dtype``), start uvicorn on 127.0.0.1:<free port> in a thread, yield
+    a Server."""
     from tuneforge.adapters import AdapterRegistry
     from tuneforge.models import load_model
     from tuneforge.serve import Engine, ServeSettings, create_app, serve_in_thread
 
-    loaded = load_model(str(model_dir))
+    loaded = load_model(str(model_dir), dtype=dtype)
     registry = AdapterRegistry(loaded.model, loaded.tokenizer)
     for name, folder in (adapters or {}).items():
         registry.load(name, folder)
