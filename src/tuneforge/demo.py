@@ -4,10 +4,11 @@
 2. fine-tune it with LoRA on the bundled strict-JSON task (``examples/demo.yaml``);
 3. base vs tuned on the held-out set: a few answers side by side and the schema-valid rate;
 4. RAG over the bundled fictional knowledge base: one answer with its numbered sources;
-5. the comparison report: five arms (base, base+RAG, fine-tuned, fine-tuned+RAG and RAFT+RAG,
-   a LoRA trained on the prompts retrieval builds) on three tasks (facts, a strict JSON form,
-   and the combined task: facts answered in a JSON shape with their source), every rate with
-   its 95% interval; the classic table and the recommendation are printed.
+5. the comparison report: the arms (base, base+RAG, fine-tuned, fine-tuned+RAG, RAFT+RAG: a
+   LoRA trained on the prompts retrieval builds; on the JSON task also fine-tuned+DPO,
+   base+constrained and fine-tuned+constrained) on three tasks (facts, a strict JSON form, and
+   the combined task: facts answered in a JSON shape with their source), every rate with its
+   95% interval; the classic table and the recommendation are printed.
 
 Run ``python -m tuneforge.demo --help`` for options (a longer budget, skipping steps).
 """
@@ -151,7 +152,7 @@ def step_compare(out: Path, device: str, budget: str) -> None:
     from tuneforge.evaluate.report import classic_table
 
     _banner(
-        f"5. compare base / RAG / fine-tuned / both / RAFT+RAG / constrained decoding "
+        f"5. compare base / RAG / fine-tuned / both / RAFT+RAG / DPO / constrained decoding "
         f"({budget} budget)"
     )
     comparison = compare(out / "compare", budget=budget, device=device)
