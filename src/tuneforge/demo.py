@@ -158,14 +158,17 @@ def step_compare(out: Path, device: str, budget: str) -> None:
     comparison = compare(out / "compare", budget=budget, device=device)
     md_path, html_path = write_report(comparison, out / "compare")
     arms = comparison.arm_names
-    widths = [max(len(arm), 8) + 2 for arm in arms]
+    # the rate without its interval and the row without its metric here; report.md has both
+    rows = [
+        (row.label.split(" (")[0][:39], [cell.split(" [")[0] for cell in row.cells])
+        for row in classic_table(comparison)
+    ]
+    widths = [
+        2 + max(len(arm), *(len(cells[i]) for _, cells in rows)) for i, arm in enumerate(arms)
+    ]
     print(f"\n{'':<40}" + "".join(f"{arm:>{w}}" for arm, w in zip(arms, widths, strict=True)))
-    for row in classic_table(comparison):
-        # the rate without its interval and the row without its metric here; report.md has both
-        cells = "".join(
-            f"{cell.split(' [')[0]:>{w}}" for cell, w in zip(row.cells, widths, strict=True)
-        )
-        print(f"{row.label.split(' (')[0][:39]:<40}{cells}")
+    for label, cells in rows:
+        print(f"{label:<40}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
     print(f"\n{recommendation(comparison)}")
     print(f"report: {md_path} and {html_path} (every rate with its 95% interval)")
 
