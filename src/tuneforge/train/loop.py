@@ -36,7 +36,7 @@ from tuneforge.train.checkpoint import (
 )
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.guards import CollapseWatch, TrainingDivergedError
-from tuneforge.train.loss import output_size
+from tuneforge.train.loss import autocast_for, output_size
 from tuneforge.train.metrics import MetricsLog, peak_memory_bytes, reset_peak_memory
 from tuneforge.train.objectives import PROGRESS_NAMES, Objective, SupervisedObjective
 from tuneforge.train.parallel import Parallel, full_tensor
@@ -159,13 +159,6 @@ def build_scheduler(
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def autocast_for(device: torch.device, compute_dtype: torch.dtype):
-    """The context forward passes run in: autocast to ``compute_dtype`` unless it is fp32."""
-    if compute_dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=compute_dtype)
 
 
 def rank_share(group: list[Batch], parallel: Parallel) -> list[tuple[Batch, float]]:

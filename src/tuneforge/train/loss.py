@@ -9,11 +9,20 @@ only on the rows whose next token carries a label.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 IGNORE_INDEX = -100
+
+
+def autocast_for(device: torch.device, compute_dtype: torch.dtype):
+    """The context forward passes run in: autocast to ``compute_dtype`` unless it is fp32."""
+    if compute_dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=compute_dtype)
 
 
 def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.loss import supervised_loss_sum, supervised_token_count
+from tuneforge.train.loss import autocast_for, supervised_loss_sum, supervised_token_count
 from tuneforge.tuning_vocabulary import resolve_reference
 
 Batch = dict[str, torch.Tensor]
@@ -98,7 +98,6 @@ def build_objective(
             use and the validation ones); called only for a precomputed reference.
         log: where a precomputation reports its time.
     """
-    from tuneforge.train.loop import autocast_for
     from tuneforge.train.preference import (
         AdapterDisabledReference,
         DirectPreference,
