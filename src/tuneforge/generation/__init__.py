@@ -20,16 +20,9 @@ from tuneforge.generation.constrained import (
     read_json_schema,
     validate_json_schema,
 )
-from tuneforge.generation.decoding import (
-    Row,
-    RowLogitsProcessor,
-    generate,
-    generate_rows,
-    group_rows,
-    new_batch_decoder,
-)
+from tuneforge.generation.decoding import generate, generate_rows, group_rows, new_batch_decoder
 from tuneforge.generation.prompts import chat_messages, prompt_ids
-from tuneforge.generation.row_progress import GrammarProcessor
+from tuneforge.generation.row_progress import GrammarProcessor, Row, RowLogitsProcessor
 from tuneforge.generation.settings import GenerationSettings, Reply
 
 __all__ = [

@@ -35,10 +35,8 @@ one batch: a seeded row draws from its own generator.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from transformers import (
@@ -51,39 +49,10 @@ from transformers import (
 from tuneforge.data import ensure_pad_token
 from tuneforge.generation.batch_decoder import BatchDecoder, active_adapters, fast_path_blocker
 from tuneforge.generation.prompts import prompt_ids
-from tuneforge.generation.row_progress import RowProgress
+from tuneforge.generation.row_progress import Row, RowLogitsProcessor, RowProgress
 from tuneforge.generation.settings import GenerationSettings, Reply, sampling_kwargs
 
-# (this row's new token ids so far, this row's next-token scores [vocab]) -> scores [vocab]
-RowLogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
-
 BASE_ADAPTER = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
-
-
-@dataclass
-class Row:
-    """One request to decode.
-
-    Attributes:
-        prompt_ids: the prompt as token ids (chat template already applied for chat requests).
-        settings: sampling settings; ``max_new_tokens`` and ``stop`` apply to this row only.
-        adapter: the loaded adapter to use, None for the base model (read by
-            ``AdapterRegistry.decode``, which turns it into peft's ``adapter_names``).
-        on_text: called with each new piece of text as it is generated (streaming), on the
-            thread that decodes.
-        cancelled: set when the client went away; the row then stops at the next token.
-        logits_processor: called before each new token of this row with its new token ids so
-            far and its scores (shape ``[vocab]``); returns the scores to pick from. A
-            ``GrammarProcessor`` (e.g. ``JsonGrammar.row_processor()``) also decides the
-            row's finish reason.
-    """
-
-    prompt_ids: list[int]
-    settings: GenerationSettings
-    adapter: str | None = None
-    on_text: Callable[[str], None] | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    logits_processor: RowLogitsProcessor | None = None
 
 
 def group_rows(rows: list[Row]) -> list[list[int]]:

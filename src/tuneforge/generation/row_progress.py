@@ -1,4 +1,6 @@
-"""One row's progress while it decodes: its new tokens, stops, limit, cancellation, streaming.
+"""One row: the request (``Row``: prompt, settings, adapter, streaming callback, cancellation,
+logits processor) and its progress while it decodes (``RowProgress``: new tokens, stops, limit,
+cancellation, streaming, grammar completion).
 
 Both decoding paths (``batch_decoder`` and the plain ``model.generate`` path in ``decoding``)
 hand every new token of a row to its ``RowProgress``, which decides whether the row is finished
@@ -7,14 +9,43 @@ and streams its text, so per-row behaviour cannot differ between the paths.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from tuneforge.generation.settings import Reply
+from tuneforge.generation.settings import GenerationSettings, Reply
 
-if TYPE_CHECKING:
-    from tuneforge.generation.decoding import Row
+# (this row's new token ids so far, this row's next-token scores [vocab]) -> scores [vocab]
+RowLogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Row:
+    """One request to decode.
+
+    Attributes:
+        prompt_ids: the prompt as token ids (chat template already applied for chat requests).
+        settings: sampling settings; ``max_new_tokens`` and ``stop`` apply to this row only.
+        adapter: the loaded adapter to use, None for the base model (read by
+            ``AdapterRegistry.decode``, which turns it into peft's ``adapter_names``).
+        on_text: called with each new piece of text as it is generated (streaming), on the
+            thread that decodes.
+        cancelled: set when the client went away; the row then stops at the next token.
+        logits_processor: called before each new token of this row with its new token ids so
+            far and its scores (shape ``[vocab]``); returns the scores to pick from. A
+            ``GrammarProcessor`` (e.g. ``JsonGrammar.row_processor()``) also decides the
+            row's finish reason.
+    """
+
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    adapter: str | None = None
+    on_text: Callable[[str], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    logits_processor: RowLogitsProcessor | None = None
 
 
 @runtime_checkable
