@@ -70,9 +70,9 @@ class _Layer:
     q_norm: nn.Module | None  # qwen3's per-head norms
     k_norm: nn.Module | None
     qkv: tuple[nn.Module, nn.Module, nn.Module]  # as in the model (maybe peft LoRA layers)
-    out: nn.Module
+    out: tuple[nn.Module]  # groups of one: products and LoRA terms are looked up by group
     gate_up: tuple[nn.Module, nn.Module]
-    down: nn.Module
+    down: tuple[nn.Module]
     act: nn.Module
     heads: int
     kv_heads: int
@@ -99,7 +99,7 @@ class LlamaForward:
         self.embed = inner.embed_tokens
         self.rotary = inner.rotary_emb
         self.norm = inner.norm
-        self.head = base.get_output_embeddings()
+        self.head = (base.get_output_embeddings(),)  # a group of one, as ``_Layer.out``
         self.silu = config.hidden_act == "silu"
         heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.layers = []
@@ -112,9 +112,9 @@ class LlamaForward:
                     q_norm=getattr(attention, "q_norm", None),
                     k_norm=getattr(attention, "k_norm", None),
                     qkv=(attention.q_proj, attention.k_proj, attention.v_proj),
-                    out=attention.o_proj,
+                    out=(attention.o_proj,),
                     gate_up=(mlp.gate_proj, mlp.up_proj),
-                    down=mlp.down_proj,
+                    down=(mlp.down_proj,),
                     act=mlp.act_fn,
                     heads=heads,
                     kv_heads=kv_heads,
@@ -125,10 +125,13 @@ class LlamaForward:
         self._products: dict[tuple[nn.Module, ...], Product] = {}
 
     def _product(self, modules: tuple[nn.Module, ...]) -> Product:
-        key = tuple(_base_layer(module) for module in modules)
-        if key not in self._products:
-            self._products[key] = PACKED_LINEARS.product(key)
-        return self._products[key]
+        # keyed by the groups this forward holds (the same tuple objects every step), so a
+        # step looks its products up without building keys
+        product = self._products.get(modules)
+        if product is None:
+            product = PACKED_LINEARS.product(tuple(_base_layer(module) for module in modules))
+            self._products[modules] = product
+        return product
 
     def _project(self, modules, x: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """``cat([module(x) for module in modules], -1)``: the base product plus each row's
@@ -165,11 +168,11 @@ class LlamaForward:
             v = qkv[..., layer.qk_width :].view(rows, length, kv_heads, head_dim)
             keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), index)
             attended = self._attend(layer, q, keys, values, mask)
-            x = x + self._project((layer.out,), attended, bank)
+            x = x + self._project(layer.out, attended, bank)
             h = rms_norm(x, layer.post_norm.weight, layer.post_norm.variance_epsilon)
             gate, up = self._project(layer.gate_up, h, bank).chunk(2, dim=-1)
             gate = F.silu(gate) if self.silu else layer.act(gate)
-            x = x + self._project((layer.down,), gate * up, bank)
+            x = x + self._project(layer.down, gate * up, bank)
         return x
 
     @staticmethod
@@ -180,7 +183,7 @@ class LlamaForward:
     def logits(self, hidden: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """float32 next-token scores ``[rows, vocab]`` of hidden states ``[rows, hidden]``."""
         normed = rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon)
-        return self._project((self.head,), normed, bank).float()
+        return self._project(self.head, normed, bank).float()
 
     @staticmethod
     def _attend(layer: _Layer, q, keys, values, mask) -> torch.Tensor:
