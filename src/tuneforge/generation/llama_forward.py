@@ -36,11 +36,10 @@ def _base_layer(module: nn.Module) -> nn.Module:
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The families' RMSNorm, in their order of operations (fp32 statistics, then cast back).
 
-    ``F.rms_norm`` on the fp32 input runs the same operations as the families' Python
-    (``x * rsqrt(mean(x²) + eps)``) in one call, with bit-identical results
-    (tests/generation/test_llama_forward.py)."""
-    h = F.rms_norm(x.to(torch.float32), (x.shape[-1],), eps=eps)
-    return weight * h.to(x.dtype)
+    ``F.rms_norm`` without a weight runs the families' Python (``x`` in fp32, ``x * rsqrt(mean(
+    x²) + eps)``, cast back to ``x``'s dtype) in one call, bit for bit; the weight multiplies
+    after the cast, as theirs does (tests/generation/test_llama_forward.py)."""
+    return weight * F.rms_norm(x, (x.shape[-1],), eps=eps)
 
 
 def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,7 @@ class SlotCache:
         self.device = device
         self.keys = [torch.empty(self.shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.empty(self.shape, dtype=dtype, device=device) for _ in range(layers)]
+        self._flatten()
         self.rows = torch.zeros(0, dtype=torch.long, device=device)
         self.positions = torch.zeros((0, 1), dtype=torch.long, device=device)
         self.span = 0
@@ -90,6 +91,13 @@ class SlotCache:
                 grown = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
                 grown[:have_slots, :, :have_columns] = old
                 stored[layer] = grown
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Each layer's keys and values as ``[slots * kv_heads * columns, head_dim]`` views,
+        where ``update`` writes (made once per growth, not once per layer and step)."""
+        self._flat_keys = [layer.view(-1, self.shape[3]) for layer in self.keys]
+        self._flat_values = [layer.view(-1, self.shape[3]) for layer in self.values]
 
     def place(self, first_slot: int, positions: list[list[int]]) -> None:
         """Set the next forward's rows: slots ``first_slot, first_slot + 1, ...``, the tokens
@@ -129,9 +137,8 @@ class SlotCache:
         return every input row's keys and values over ``[0, span)`` (what attention reads)."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         # one index into the flattened cache, computed by ``place`` for every layer
-        head_dim = self.shape[3]
-        keys.view(-1, head_dim).index_put_((self._write_index,), key_states)
-        values.view(-1, head_dim).index_put_((self._write_index,), value_states)
+        self._flat_keys[layer_idx].index_put_((self._write_index,), key_states)
+        self._flat_values[layer_idx].index_put_((self._write_index,), value_states)
         if self.in_slot_order:
             count = key_states.shape[0]
             return keys[:count, :, : self.span], values[:count, :, : self.span]
