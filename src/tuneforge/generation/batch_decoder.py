@@ -204,12 +204,7 @@ class BatchDecoder:
             return []
         cache = self._cache_for(model)
         entries = self.entries
-        lengths = [entry.length for entry in entries]
-        cache.reserve(len(entries), max(lengths) + 1)
-        cache.rows = torch.arange(len(entries), device=cache.device)
-        cache.positions = torch.tensor(lengths, device=cache.device)[:, None]
-        cache.span = max(lengths) + 1
-        cache.in_slot_order = True
+        cache.place(0, [[entry.length] for entry in entries])
         input_ids = torch.tensor([[entry.last] for entry in entries], device=cache.device)
         for entry in entries:
             entry.length += 1
@@ -242,10 +237,7 @@ class BatchDecoder:
             last.append(len(rest) - 1)
             entry.length = len(prompt)
             self.prompt_tokens_computed += len(rest)
-        cache.rows = torch.arange(first, first + len(new), device=cache.device)
-        cache.positions = torch.tensor(positions, device=cache.device)
-        cache.span = int(cache.positions.max()) + 1
-        cache.in_slot_order = first == 0
+        cache.place(first, positions)
         self.entries.extend(new)
         logits = self._logits(model, torch.tensor(input_ids, device=cache.device), new, last)
         return self._advance(model, new, logits)
@@ -290,7 +282,10 @@ class BatchDecoder:
             bank = self._bank
         self.forwards += 1
         hidden = forward.hidden(input_ids, self.cache, bank)
-        picked = hidden[torch.arange(len(entries)), torch.tensor(last)]
+        if hidden.shape[1] == 1:  # a decode step: each row's one token
+            picked = hidden[:, 0]
+        else:
+            picked = hidden[torch.arange(len(entries)), torch.tensor(last)]
         return forward.logits(picked, bank)
 
     def _advance(self, model, entries: list[_Entry], scores: torch.Tensor) -> list:

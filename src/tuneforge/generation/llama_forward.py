@@ -34,17 +34,30 @@ def _base_layer(module: nn.Module) -> nn.Module:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The families' RMSNorm, in their order of operations (fp32 statistics, then cast back)."""
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    """The families' RMSNorm, in their order of operations (fp32 statistics, then cast back).
+
+    ``F.rms_norm`` without a weight runs the families' Python (``x`` in fp32, ``x * rsqrt(mean(
+    x²) + eps)``, cast back to ``x``'s dtype) in one call, bit for bit; the weight multiplies
+    after the cast, as theirs does (tests/generation/test_llama_forward.py)."""
+    return weight * F.rms_norm(x, (x.shape[-1],), eps=eps)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` (``[rows, heads, q, head_dim]``), as ``apply_rotary_pos_emb``."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos) + (rotated * sin)
+def rotary_tables(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and the sign-folded ``sin`` (``[rows, q, 1, head_dim]``) that ``rotate`` takes,
+    from the model's rotary module's ``[rows, q, head_dim]``; made once per forward."""
+    half = cos.shape[-1] // 2
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos[:, :, None], signed[:, :, None]
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` (``[rows, q, heads, head_dim]``) with ``rotary_tables``.
+
+    The same products and sum as ``apply_rotary_pos_emb``'s ``x * cos + rotate_half(x) *
+    sin``, bit for bit: ``rotate_half(x) = cat(-x₂, x₁)`` times ``cat(sin₁, sin₂)`` equals
+    ``cat(x₂, x₁)`` (one ``roll``) times ``cat(-sin₁, sin₂)``, the sign moved into the table
+    made once per forward instead of a negation and a concatenation per layer."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 @dataclass
@@ -56,9 +69,9 @@ class _Layer:
     q_norm: nn.Module | None  # qwen3's per-head norms
     k_norm: nn.Module | None
     qkv: tuple[nn.Module, nn.Module, nn.Module]  # as in the model (maybe peft LoRA layers)
-    out: nn.Module
+    out: tuple[nn.Module]  # groups of one: products and LoRA terms are looked up by group
     gate_up: tuple[nn.Module, nn.Module]
-    down: nn.Module
+    down: tuple[nn.Module]
     act: nn.Module
     heads: int
     kv_heads: int
@@ -66,10 +79,9 @@ class _Layer:
     scaling: float
 
     @property
-    def qkv_sizes(self) -> tuple[int, int, int]:
-        """Widths of q, k and v in the fused q/k/v output."""
-        kv = self.kv_heads * self.head_dim
-        return (self.heads * self.head_dim, kv, kv)
+    def qk_width(self) -> int:
+        """Width of q and k, side by side at the start of the fused q/k/v output."""
+        return (self.heads + self.kv_heads) * self.head_dim
 
 
 class LlamaForward:
@@ -86,7 +98,7 @@ class LlamaForward:
         self.embed = inner.embed_tokens
         self.rotary = inner.rotary_emb
         self.norm = inner.norm
-        self.head = base.get_output_embeddings()
+        self.head = (base.get_output_embeddings(),)  # a group of one, as ``_Layer.out``
         self.silu = config.hidden_act == "silu"
         heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.layers = []
@@ -99,9 +111,9 @@ class LlamaForward:
                     q_norm=getattr(attention, "q_norm", None),
                     k_norm=getattr(attention, "k_norm", None),
                     qkv=(attention.q_proj, attention.k_proj, attention.v_proj),
-                    out=attention.o_proj,
+                    out=(attention.o_proj,),
                     gate_up=(mlp.gate_proj, mlp.up_proj),
-                    down=mlp.down_proj,
+                    down=(mlp.down_proj,),
                     act=mlp.act_fn,
                     heads=heads,
                     kv_heads=kv_heads,
@@ -112,10 +124,13 @@ class LlamaForward:
         self._products: dict[tuple[nn.Module, ...], Product] = {}
 
     def _product(self, modules: tuple[nn.Module, ...]) -> Product:
-        key = tuple(_base_layer(module) for module in modules)
-        if key not in self._products:
-            self._products[key] = PACKED_LINEARS.product(key)
-        return self._products[key]
+        # keyed by the groups this forward holds (the same tuple objects every step), so a
+        # step looks its products up without building keys
+        product = self._products.get(modules)
+        if product is None:
+            product = PACKED_LINEARS.product(tuple(_base_layer(module) for module in modules))
+            self._products[modules] = product
+        return product
 
     def _project(self, modules, x: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """``cat([module(x) for module in modules], -1)``: the base product plus each row's
@@ -129,49 +144,60 @@ class LlamaForward:
         self, input_ids: torch.Tensor, cache: SlotCache, bank: LoraBank | None
     ) -> torch.Tensor:
         """Last-layer hidden states ``[rows, q, hidden]`` (before the final norm) of
-        ``input_ids`` (``[rows, q]``) at ``cache.positions``; writes their keys and values."""
+        ``input_ids`` (``[rows, q]``) at ``cache.positions`` (set by ``cache.place``); writes
+        their keys and values."""
         x = self.embed(input_ids)
-        cos, sin = self.rotary(x, cache.positions)
-        cos, sin = cos[:, None], sin[:, None]  # [rows, 1, q, head_dim]
+        cos, sin = rotary_tables(*self.rotary(x, cache.positions))
         mask = cache.attention_mask()
         rows, length = input_ids.shape
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer.input_norm.weight, layer.input_norm.variance_epsilon)
-            q, k, v = self._project(layer.qkv, h, bank).split(layer.qkv_sizes, dim=-1)
-            q = q.view(rows, length, layer.heads, layer.head_dim)
-            k = k.view(rows, length, layer.kv_heads, layer.head_dim)
-            if layer.q_norm is not None:
-                q, k = layer.q_norm(q), layer.k_norm(k)
-            q = _rotate(q.transpose(1, 2), cos, sin)
-            k = _rotate(k.transpose(1, 2), cos, sin)
-            v = v.view(rows, length, layer.kv_heads, layer.head_dim).transpose(1, 2)
-            keys, values = cache.update(k, v, index)
+            qkv = self._project(layer.qkv, h, bank)
+            heads, kv_heads, head_dim = layer.heads, layer.kv_heads, layer.head_dim
+            if layer.q_norm is None:
+                # q and k are adjacent in the fused output: one rotation for both
+                qk = qkv[..., : layer.qk_width].view(rows, length, heads + kv_heads, head_dim)
+                qk = rotate(qk, cos, sin)
+                q, k = qk[:, :, :heads], qk[:, :, heads:]
+            else:
+                q, k = qkv[..., : layer.qk_width].split((heads * head_dim, kv_heads * head_dim), -1)
+                q = self._head_norm(layer.q_norm, q.view(rows, length, heads, head_dim))
+                k = self._head_norm(layer.k_norm, k.view(rows, length, kv_heads, head_dim))
+                q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+            v = qkv[..., layer.qk_width :].view(rows, length, kv_heads, head_dim)
+            keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), index)
             attended = self._attend(layer, q, keys, values, mask)
-            x = x + self._project((layer.out,), attended, bank)
+            x = x + self._project(layer.out, attended, bank)
             h = rms_norm(x, layer.post_norm.weight, layer.post_norm.variance_epsilon)
             gate, up = self._project(layer.gate_up, h, bank).chunk(2, dim=-1)
             gate = F.silu(gate) if self.silu else layer.act(gate)
-            x = x + self._project((layer.down,), gate * up, bank)
+            x = x + self._project(layer.down, gate * up, bank)
         return x
+
+    @staticmethod
+    def _head_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """qwen3's per-head RMSNorm of ``x`` (``[rows, q, heads, head_dim]``)."""
+        return rms_norm(x, norm.weight, norm.variance_epsilon)
 
     def logits(self, hidden: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """float32 next-token scores ``[rows, vocab]`` of hidden states ``[rows, hidden]``."""
         normed = rms_norm(hidden, self.norm.weight, self.norm.variance_epsilon)
-        return self._project((self.head,), normed, bank).float()
+        return self._project(self.head, normed, bank).float()
 
     @staticmethod
     def _attend(layer: _Layer, q, keys, values, mask) -> torch.Tensor:
-        """Attention of ``q`` (``[rows, heads, q, head_dim]``) over the rows' cached keys and
-        values; ``[rows, q, heads * head_dim]``."""
-        rows, heads, length, head_dim = q.shape
+        """Attention of ``q`` (``[rows, q, heads, head_dim]``) over the rows' cached keys and
+        values (``[rows, kv_heads, span, head_dim]``) under ``mask`` (None: every column);
+        ``[rows, q, heads * head_dim]``."""
+        rows, length, heads, head_dim = q.shape
         groups = heads // layer.kv_heads
         if length == 1 and groups > 1:
             # One query per row: fold each kv head's query heads into the query axis, so the
             # kernel reads every key once (what transformers' sdpa path does for decoding).
-            q = q.reshape(rows, layer.kv_heads, groups, head_dim)
+            q = q[:, 0].reshape(rows, layer.kv_heads, groups, head_dim)
             out = F.scaled_dot_product_attention(q, keys, values, mask, scale=layer.scaling)
             return out.reshape(rows, 1, heads * head_dim)
         out = F.scaled_dot_product_attention(
-            q, keys, values, mask, scale=layer.scaling, enable_gqa=groups > 1
+            q.transpose(1, 2), keys, values, mask, scale=layer.scaling, enable_gqa=groups > 1
         )
         return out.transpose(1, 2).reshape(rows, length, heads * head_dim)
