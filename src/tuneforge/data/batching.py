@@ -143,7 +143,20 @@ def make_batches(
             rng.shuffle(rows)
         groups = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
         return [_packed_batch(examples, group, max_length, pad_token_id) for group in groups]
-    if shuffle:
+    groups = length_grouped(order, lengths, batch_size, rng if shuffle else None)
+    return [_padded_batch(examples, group, max_length, pad_token_id) for group in groups]
+
+
+def length_grouped(
+    order: list[int], lengths: list[int], batch_size: int, rng: random.Random | None
+) -> list[list[int]]:
+    """Indexes grouped into batches of similar lengths (little padding).
+
+    With ``rng`` (a shuffled run; ``order`` already shuffled by it): sorted by length within
+    windows of ``_LENGTH_GROUP_BATCHES`` batches, and the batches shuffled. Without: sorted by
+    length, in a fixed order.
+    """
+    if rng is not None:
         window = batch_size * _LENGTH_GROUP_BATCHES
         order = [
             index
@@ -151,11 +164,11 @@ def make_batches(
             for index in sorted(order[start : start + window], key=lambda i: lengths[i])
         ]
     else:
-        order.sort(key=lambda i: lengths[i])
+        order = sorted(order, key=lambda i: lengths[i])
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if shuffle:
+    if rng is not None:
         rng.shuffle(groups)
-    return [_padded_batch(examples, group, max_length, pad_token_id) for group in groups]
+    return groups
 
 
 def _padded_batch(examples, group: list[int], max_length: int, pad_token_id: int) -> Batch:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tuneforge.data.batching import Batch
+from tuneforge.data.batching import Batch, length_grouped
 from tuneforge.data.readers import Problems
 from tuneforge.data.rendering import ChatRenderer, Rendered
 from tuneforge.data.shapes import InvalidRecord, PreferenceExample
@@ -50,7 +50,6 @@ from tuneforge.data.tokenization import (
 PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, -1
 """The ``branch_ids`` of a pair row's tokens."""
 
-_LENGTH_GROUP_BATCHES = 64  # rows sorted by length within windows of this many batches
 _CHUNK = 2048  # pairs rendered and tokenized per batch call
 
 
@@ -251,17 +250,7 @@ def make_pair_batches(
     lengths = [pair.row_length for pair in pairs]
     if shuffle:
         rng.shuffle(order)
-        window = batch_size * _LENGTH_GROUP_BATCHES
-        order = [
-            index
-            for start in range(0, len(order), window)
-            for index in sorted(order[start : start + window], key=lambda i: lengths[i])
-        ]
-    else:
-        order.sort(key=lambda i: lengths[i])
-    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if shuffle:
-        rng.shuffle(groups)
+    groups = length_grouped(order, lengths, batch_size, rng if shuffle else None)
     return [_pair_batch(pairs, group, pad_token_id, index_offset) for group in groups]
 
 
