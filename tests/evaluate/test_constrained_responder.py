@@ -9,6 +9,7 @@ import pytest
 import torch
 from eval_fixed_numbers import fixed_comparison, with_rate
 
+from json_schemas import ORDER
 from tuneforge.evaluate import evaluate
 from tuneforge.evaluate.constrained import constrained_responder
 from tuneforge.evaluate.recommendation import recommendation
@@ -23,16 +24,6 @@ from tuneforge.generation import (
 )
 from tuneforge.models import load_model
 
-ORDER = {
-    "type": "object",
-    "properties": {
-        "intent": {"enum": ["order", "cancel", "return"]},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": 12},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "quantity", "urgent"],
-    "additionalProperties": False,
-}
 ITEMS = [
     {"prompt": "Order 2 lamps", "expected": {"intent": "order", "quantity": 2, "urgent": False}},
     {

@@ -12,6 +12,7 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
+from json_schemas import ORDER
 from tiny import build_llama, build_tokenizer
 from tuneforge.errors import DataError
 from tuneforge.generation import (
@@ -27,17 +28,6 @@ from tuneforge.generation import (
     read_json_schema,
     validate_json_schema,
 )
-
-ORDER = {
-    "type": "object",
-    "properties": {
-        "intent": {"enum": ["order", "cancel", "return"]},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": 12},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "quantity", "urgent"],
-    "additionalProperties": False,
-}
 
 # Schemas whose every valid reply is short, so a random model always finishes them.
 COVERED = {

@@ -10,18 +10,8 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
+from json_schemas import ORDER
 from tuneforge.cli import main
-
-ORDER = {
-    "type": "object",
-    "properties": {
-        "intent": {"enum": ["order", "cancel", "return"]},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": 12},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "quantity", "urgent"],
-    "additionalProperties": False,
-}
 
 
 def valid(text: str) -> bool:

@@ -16,17 +16,8 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
 from conftest import BASE_NAME
+from json_schemas import ORDER
 
-ORDER = {
-    "type": "object",
-    "properties": {
-        "intent": {"enum": ["order", "cancel", "return"]},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": 12},
-        "urgent": {"type": "boolean"},
-    },
-    "required": ["intent", "quantity", "urgent"],
-    "additionalProperties": False,
-}
 ORDER_FORMAT = {
     "type": "json_schema",
     "json_schema": {"name": "order", "schema": ORDER, "strict": True},
