@@ -13,7 +13,6 @@ import torch
 from jsonschema import Draft202012Validator
 
 from json_schemas import ORDER
-from tiny import build_llama, build_tokenizer
 from tuneforge.errors import DataError
 from tuneforge.generation import (
     GenerationSettings,
@@ -77,19 +76,6 @@ COVERED = {
 }
 
 PROMPTS = ["Order 2 lamps, ship to Oslo.", "Hello!", "The capital of France is", "x"]
-
-
-@pytest.fixture(scope="module")
-def lm():
-    """A tiny Llama whose greedy continuations vary (as in test_decoding.py)."""
-    tokenizer = build_tokenizer()
-    model = build_llama(tokenizer, seed=3)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return model, tokenizer
 
 
 @pytest.fixture(scope="module")

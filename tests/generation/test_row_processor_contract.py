@@ -20,7 +20,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny import build_llama, build_tokenizer
 from tuneforge.generation import (
     GenerationSettings,
     GrammarProcessor,
@@ -32,19 +31,6 @@ from tuneforge.generation import (
 
 GREEDY = {"max_new_tokens": 24}
 SAMPLED = {"max_new_tokens": 24, "temperature": 1.0, "top_p": 0.9, "seed": 11}
-
-
-@pytest.fixture(scope="module")
-def lm():
-    """A tiny Llama whose greedy continuations vary (as in test_decoding.py)."""
-    tokenizer = build_tokenizer()
-    model = build_llama(tokenizer, seed=3)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return model, tokenizer
 
 
 class Script:
