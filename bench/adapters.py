@@ -28,20 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import markdown_table, report
+from common import BATCH_PROMPTS, DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 PROMPT = [{"role": "user", "content": "Write a short note about the city of Oslo."}]
-BATCH_PROMPTS = [
-    "What is the capital of France?",
-    "Give me three tips for writing clear code.",
-    "Return the order as JSON: 2 lamps, ship to Oslo.",
-    "Explain LoRA in one sentence.",
-    "What is 12 times 7?",
-    "Name a colour of the sky.",
-    "Translate 'good morning' to French.",
-    "Write a haiku about rain.",
-]
 
 
 def log(message: str) -> None:
@@ -164,7 +153,7 @@ def bench_batch(registry, names, new_tokens) -> tuple[list[list[object]], str]:
     choices = [None, *names]
     rows = [
         ([{"role": "user", "content": p}], choices[i % len(choices)])
-        for i, p in enumerate(BATCH_PROMPTS)
+        for i, p in enumerate(BATCH_PROMPTS[:8])
     ]
     registry.generate_batch(rows[:2], GenerationSettings(max_new_tokens=2))  # warm-up
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Shared by the bench scripts: machine info, peak memory, and writing the result table.
+"""Shared by the bench scripts: machine info, peak memory, the result table, the default model's
+home and the batch prompts.
 
 Every bench prints a markdown table headed by the machine it ran on and writes the same text to
 ``bench/results/<name>.md``. Targets are ratios measured side by side in one run, never absolute
@@ -14,6 +15,29 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+
+DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
+"""The tuneforge home the benches (and the slow tests) convert the default model into."""
+
+BATCH_PROMPTS = [
+    "What is the capital of France?",
+    "Give me three tips for writing clear code.",
+    "Return the order as JSON: 2 lamps, ship to Oslo.",
+    "Explain LoRA in one sentence.",
+    "What is 12 times 7?",
+    "Name a colour of the sky.",
+    "Translate 'good morning' to French.",
+    "Write a haiku about rain.",
+    "Why do cats purr?",
+    "List three uses of a paperclip.",
+    "What is the boiling point of water?",
+    "Describe a sunset in two sentences.",
+    "How many legs does a spider have?",
+    "Give a synonym for happy.",
+    "What does a compiler do?",
+    "Suggest a name for a pet fish.",
+]
+"""Short, varied requests for batched decoding (the benches take the first N)."""
 
 
 def machine_info() -> str:

@@ -39,9 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import markdown_table, report
+from common import DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 VOCAB_BYTES_NOTE = "outlines-core gets the byte-level vocabulary decoded by hand (no tokenizer API)"
 
 

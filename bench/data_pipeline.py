@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from common import markdown_table, peak_rss_bytes, report
+from common import DEFAULT_HOME, markdown_table, peak_rss_bytes, report
 
 
 def synthetic_chats(count: int, seed: int = 0) -> list[dict]:
@@ -50,7 +50,7 @@ def synthetic_chats(count: int, seed: int = 0) -> list[dict]:
 def load_tokenizer():
     from tuneforge.models.bundled import default_model_dir
 
-    folder = default_model_dir(Path.home() / ".cache" / "tuneforge-test-default")
+    folder = default_model_dir(DEFAULT_HOME)
     if not (folder / "tokenizer.json").exists():
         folder = default_model_dir(Path.home() / ".cache" / "tuneforge")
     if (folder / "tokenizer.json").exists():

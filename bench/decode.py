@@ -37,28 +37,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import markdown_table, report
+from common import BATCH_PROMPTS, DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 PROMPT = "Write a long story about a robot who learns to paint. Describe every day of its life."
-BATCH_PROMPTS = [
-    "What is the capital of France?",
-    "Give me three tips for writing clear code.",
-    "Return the order as JSON: 2 lamps, ship to Oslo.",
-    "Explain LoRA in one sentence.",
-    "What is 12 times 7?",
-    "Name a colour of the sky.",
-    "Translate 'good morning' to French.",
-    "Write a haiku about rain.",
-    "Why do cats purr?",
-    "List three uses of a paperclip.",
-    "What is the boiling point of water?",
-    "Describe a sunset in two sentences.",
-    "How many legs does a spider have?",
-    "Give a synonym for happy.",
-    "What does a compiler do?",
-    "Suggest a name for a pet fish.",
-]
 
 
 def log(message: str) -> None:

@@ -24,9 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import markdown_table, report
+from common import DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 QUESTIONS = [
     "Write a short story about a robot who learns to paint.",
     "What is the capital of France?",

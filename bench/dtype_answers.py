@@ -29,9 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import markdown_table, report
+from common import DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 DTYPES = ("float32", "bfloat16")
 
 

@@ -28,9 +28,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import markdown_table, report
+from common import DEFAULT_HOME, markdown_table, report
 
-DEFAULT_HOME = Path.home() / ".cache" / "tuneforge-test-default"
 TINY_MODELS = {
     # name: (hidden, intermediate, layers, heads, kv heads, vocab, tied)
     "tiny-gqa-tied": (256, 688, 4, 8, 2, 8000, True),
