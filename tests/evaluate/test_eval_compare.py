@@ -131,10 +131,16 @@ class _FixedStore:
 
 
 def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeypatch):
-    asked = []  # (model, messages) per generation
+    asked = []  # (model, messages, logits processor) per decoded row
 
-    def fake_generate(model, tokenizer, messages, settings=None, on_text=None, **grammar):
-        asked.append((model, messages, grammar.get("logits_processor")))
+    def fake_row(tokenizer, messages, settings=None, logits_processor=None):
+        return SimpleNamespace(messages=messages, processor=logits_processor)
+
+    def fake_generate_rows(model, tokenizer, rows):
+        return [fake_reply(model, row.messages, row.processor) for row in rows]
+
+    def fake_reply(model, messages, processor):
+        asked.append((model, messages, processor))
         if messages[-1]["content"] == "A lamp":
             text = '{"item": "lamp"}'
         elif sourced_answers.SYSTEM_PROMPT in messages[0]["content"]:
@@ -153,7 +159,8 @@ def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeyp
                 row_processor=lambda: ("grammar", self.model, schema["required"])
             )
 
-    monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
+    monkeypatch.setattr("tuneforge.evaluate.runner.chat_row", fake_row)
+    monkeypatch.setattr("tuneforge.generation.generate_rows", fake_generate_rows)
     monkeypatch.setattr(
         "tuneforge.generation.JsonSchemaCompiler.for_model", lambda model, tok: FakeCompiler(model)
     )

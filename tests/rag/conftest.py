@@ -78,3 +78,31 @@ def tiny_embedding_dir(tmp_path_factory) -> Path:
 def tiny_reranker_dir(tmp_path_factory) -> Path:
     """A cross-encoder folder: a tiny random BERT with a 1-logit classification head."""
     return _tiny_bert(tmp_path_factory.mktemp("tiny-cross-encoder"), num_labels=1)
+
+
+@pytest.fixture
+def record_prompts(monkeypatch):
+    """``record_prompts(reply_text)``: a stub model answering ``reply_text`` to everything; the
+    returned list collects every ``messages`` it is asked with, in order, whether through
+    ``generate`` (``rag ask``) or evaluation's batches (``generate_rows``)."""
+    from tuneforge.generation import Reply
+
+    def install(reply_text: str) -> list[list[dict]]:
+        seen: list[list[dict]] = []
+
+        def fake_generate(model, tokenizer, messages, settings=None, on_text=None):
+            seen.append(messages)
+            return Reply(reply_text, 10, 5, 0.01, "stop")
+
+        def fake_row(tokenizer, messages, settings=None, logits_processor=None):
+            return messages  # the batch's row is kept as its messages
+
+        def fake_generate_rows(model, tokenizer, rows):
+            return [fake_generate(model, tokenizer, messages) for messages in rows]
+
+        monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
+        monkeypatch.setattr("tuneforge.evaluate.runner.chat_row", fake_row)
+        monkeypatch.setattr("tuneforge.generation.generate_rows", fake_generate_rows)
+        return seen
+
+    return install

@@ -17,7 +17,7 @@ from rag_samples import write_docs
 from tuneforge.evaluate.arms import COMPARE_ARMS, COMPARE_TASKS
 from tuneforge.evaluate.compare import TaskInputs, arm_responder
 from tuneforge.evaluate.runner import evaluate
-from tuneforge.generation import GenerationSettings, Reply
+from tuneforge.generation import GenerationSettings
 from tuneforge.rag import REFUSAL, answer, rag_prompt
 from tuneforge.serve.retrieval import make_retriever
 from tuneforge.serve.schemas import RagOptions
@@ -42,16 +42,9 @@ def store(make_store, tmp_path):
 
 
 @pytest.fixture
-def prompts(monkeypatch) -> list[list[dict]]:
+def prompts(record_prompts) -> list[list[dict]]:
     """Every ``messages`` the model is asked with, in call order."""
-    seen: list[list[dict]] = []
-
-    def fake_generate(model, tokenizer, messages, settings=None, on_text=None):
-        seen.append(messages)
-        return Reply("It costs 70 euros [1].", 10, 5, 0.01, "stop")
-
-    monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
-    return seen
+    return record_prompts("It costs 70 euros [1].")
 
 
 def _server_messages(store, messages: list[dict], top_k: int = TOP_K) -> tuple[list[dict], list]:

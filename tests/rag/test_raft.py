@@ -11,7 +11,6 @@ import pytest
 from rag_samples import write_docs
 
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.generation import Reply
 from tuneforge.rag import REFUSAL, Hit, build_rag_messages, parse_citations
 from tuneforge.rag.qa_records import QARecord, read_qa_records
 from tuneforge.rag.raft import (
@@ -300,16 +299,9 @@ def questions(tmp_path):
 
 
 @pytest.fixture
-def asked(monkeypatch) -> list[list[dict]]:
+def asked(record_prompts) -> list[list[dict]]:
     """The messages ``rag ask`` gives the model (a stub records them)."""
-    seen: list[list[dict]] = []
-
-    def fake_generate(model, tokenizer, messages, settings=None, on_text=None):
-        seen.append(messages)
-        return Reply("70 euros [1]", 10, 5, 0.01, "stop")
-
-    monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
-    return seen
+    return record_prompts("70 euros [1]")
 
 
 def _rag_ask(store, model_dir, question: str) -> None:

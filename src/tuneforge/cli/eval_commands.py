@@ -11,7 +11,7 @@ from tuneforge.cli.options import HelpFormatter, add_model_options, load_model_f
 
 
 def register(subparsers) -> None:
-    from tuneforge.evaluate.runner import METRICS
+    from tuneforge.evaluate.runner import EVAL_BATCH_SIZE, METRICS
 
     evaluate = subparsers.add_parser(
         "eval",
@@ -50,6 +50,13 @@ def register(subparsers) -> None:
     )
     evaluate.add_argument("--limit", type=int, default=None, help="score only the first N items")
     evaluate.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per reply")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=EVAL_BATCH_SIZE,
+        help="items decoded together; latency is then per answer within such a batch "
+        "(1: single-stream latency)",
+    )
     evaluate.add_argument("--out", default=None, help="write the results (metrics + rows) as JSON")
     evaluate.set_defaults(func=run_eval)
 
@@ -163,6 +170,7 @@ def run_eval(args: argparse.Namespace) -> int:
         schema=schema,
         settings=settings,
         progress=True,
+        batch_size=args.batch_size,
     )
     print(format_table(result))
     if args.out:

@@ -13,11 +13,14 @@ whether fine-tuning still buys field accuracy.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
-from tuneforge.evaluate.runner import QA_SYSTEM_PROMPT, Responder, Response
-from tuneforge.rag.replies import is_refusal
+from tuneforge.evaluate.runner import (
+    QA_SYSTEM_PROMPT,
+    BatchResponder,
+    Plan,
+    chat_plan,
+)
 
 
 def constrained_responder(
@@ -26,7 +29,7 @@ def constrained_responder(
     schema: Mapping | None,
     settings=None,
     system: str | None = QA_SYSTEM_PROMPT,
-) -> Responder:
+) -> BatchResponder:
     """Answer from the model alone, every reply decoded under ``schema``.
 
     The schema is compiled once, here (so a schema the engine refuses fails before any item
@@ -40,24 +43,19 @@ def constrained_responder(
         system: the system prompt of items without their own.
 
     Returns:
-        a :data:`~tuneforge.evaluate.runner.Responder` for ``evaluate(responder=...)``.
+        a :class:`~tuneforge.evaluate.runner.BatchResponder` for ``evaluate(responder=...)``.
 
     Raises:
         SchemaError: the schema is not valid JSON Schema or cannot be compiled.
     """
-    from tuneforge.generation import JsonSchemaCompiler, chat_messages, generate
+    from tuneforge.generation import JsonSchemaCompiler, chat_messages
 
     grammar = JsonSchemaCompiler.for_model(model, tokenizer).compile(schema)
 
-    def respond(item: dict) -> Response:
-        start = time.perf_counter()
+    def plan(item: dict) -> Plan:
         messages = chat_messages(
             item["prompt"], item.get("system") or system, item.get("history") or None
         )
-        reply = generate(
-            model, tokenizer, messages, settings, logits_processor=grammar.row_processor()
-        )
-        text = reply.text.strip()
-        return Response(text, time.perf_counter() - start, refused=is_refusal(text))
+        return chat_plan(tokenizer, messages, settings, grammar.row_processor())
 
-    return respond
+    return BatchResponder(model, tokenizer, plan)

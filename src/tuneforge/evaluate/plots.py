@@ -10,6 +10,7 @@ import io
 import math
 
 from tuneforge.evaluate.results import TASKS, Comparison, ForgettingRow, LossCurve
+from tuneforge.evaluate.runner import EVAL_BATCH_SIZE
 
 _ARM_COLORS = {
     "base": "#9e9e9e",
@@ -114,7 +115,7 @@ def plot_arms(comparison: Comparison) -> bytes:
         bottom.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=1)
     bottom.set_xticks(range(len(tasks)), [f"{t} task" for t in tasks])
     bottom.set_ylabel("seconds per answer (mean)")
-    bottom.set_title("Latency per answer")
+    bottom.set_title(f"Latency per answer (questions in batches of {EVAL_BATCH_SIZE})")
     bottom.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return _png(figure)

@@ -23,6 +23,7 @@ from tuneforge.evaluate.recommendation import (
     recommendation,
 )
 from tuneforge.evaluate.results import ARMS, SPLITS, TASKS, Comparison, UpdateCost
+from tuneforge.evaluate.runner import EVAL_BATCH_SIZE
 
 MARGIN = 0.05
 """Forgetting: a general-accuracy drop larger than this (5 points) counts as forgetting more."""
@@ -139,7 +140,8 @@ def classic_table(comparison: Comparison) -> list[TableRow]:
         cells.append(_secs(latency[arm]) + suffix)
     rows.append(
         TableRow(
-            "Latency per answer (mean s, knowledge task; added vs base) ↓",
+            f"Latency per answer (mean s in batches of {EVAL_BATCH_SIZE}, knowledge task; "
+            "added vs base) ↓",
             cells,
             _best(latency, higher_is_better=False),
         )

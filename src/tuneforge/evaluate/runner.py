@@ -38,7 +38,7 @@ from tuneforge.evaluate.intervals import (
     bootstrap_interval,
     wilson_interval,
 )
-from tuneforge.progress import track
+from tuneforge.progress import Progress
 from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT
 from tuneforge.rag.replies import is_refusal
 
@@ -69,6 +69,9 @@ class Response:
 
 Responder = Callable[[dict], Response]
 """Turns one item into a :class:`Response`; :func:`evaluate` builds one unless given one."""
+
+EVAL_BATCH_SIZE = 16
+"""Items :func:`evaluate` decodes together when its responder can (a :class:`BatchResponder`)."""
 
 
 @dataclass
@@ -161,6 +164,70 @@ def _answerable(item: dict) -> bool:
     return bool(item.get("answerable", item.get("answer") is not None))
 
 
+@dataclass
+class Plan:
+    """How one item is answered: the row to decode, then the reply turned into a Response.
+
+    Attributes:
+        row: the request to decode (``tuneforge.generation.Row``); None when the item is
+            answered without the model (e.g. retrieval found nothing relevant).
+        finish: the reply to ``row`` (None when ``row`` is None) -> the item's Response.
+    """
+
+    row: object | None
+    finish: Callable[[object | None], Response]
+
+
+class BatchResponder:
+    """A :data:`Responder` that can also answer many items in one ``generate_rows`` call.
+
+    ``plan(item)`` prepares an item (retrieval, prompt, the row's logits processor);
+    :meth:`many` decodes the rows of all the items it is given together, the way
+    ``tuneforge serve`` batches concurrent requests. A reply's ``seconds`` are its own
+    preparation plus the wall time from the start of the batch's decoding to the end of its row:
+    the latency of an answer in a batch of that size (``evaluate(batch_size=1)`` for the
+    single-stream latency).
+    """
+
+    def __init__(self, model, tokenizer, plan: Callable[[dict], Plan]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.plan = plan
+
+    def __call__(self, item: dict) -> Response:
+        return self.many([item])[0]
+
+    def many(self, items: Sequence[dict]) -> list[Response]:
+        """One Response per item, in order; the items' rows decoded in one batch."""
+        from tuneforge.generation import generate_rows
+
+        plans = [self.plan(item) for item in items]
+        rows = [plan.row for plan in plans if plan.row is not None]
+        replies = iter(generate_rows(self.model, self.tokenizer, rows) if rows else [])
+        return [plan.finish(None if plan.row is None else next(replies)) for plan in plans]
+
+
+def chat_row(tokenizer, messages: list[dict], settings=None, logits_processor=None):
+    """The ``tuneforge.generation.Row`` of a chat prompt (what ``generate`` decodes)."""
+    from tuneforge.generation import GenerationSettings, Row, prompt_ids
+
+    return Row(
+        prompt_ids(tokenizer, messages),
+        settings or GenerationSettings(),
+        logits_processor=logits_processor,
+    )
+
+
+def chat_plan(tokenizer, messages: list[dict], settings=None, logits_processor=None) -> Plan:
+    """The plan of a reply from the model alone: its row, and the reply as a Response."""
+
+    def finish(reply) -> Response:
+        text = reply.text.strip()
+        return Response(text, reply.seconds, refused=is_refusal(text))
+
+    return Plan(chat_row(tokenizer, messages, settings, logits_processor), finish)
+
+
 def _messages(item: dict, system: str | None) -> list[dict]:
     from tuneforge.generation import chat_messages
 
@@ -169,17 +236,13 @@ def _messages(item: dict, system: str | None) -> list[dict]:
 
 def plain_responder(
     model, tokenizer, settings=None, system: str | None = QA_SYSTEM_PROMPT
-) -> Responder:
+) -> BatchResponder:
     """Answer from the model alone; ``system`` applies to items without their own."""
-    from tuneforge.generation import generate
 
-    def respond(item: dict) -> Response:
-        start = time.perf_counter()
-        reply = generate(model, tokenizer, _messages(item, system), settings)
-        text = reply.text.strip()
-        return Response(text, time.perf_counter() - start, refused=is_refusal(text))
+    def plan(item: dict) -> Plan:
+        return chat_plan(tokenizer, _messages(item, system), settings)
 
-    return respond
+    return BatchResponder(model, tokenizer, plan)
 
 
 def rag_responder(
@@ -190,8 +253,8 @@ def rag_responder(
     top_k: int = 3,
     prompt_format: str = DEFAULT_PROMPT_FORMAT,
     client_system: str | None = None,
-) -> Responder:
-    """Answer with retrieval through ``tuneforge.rag.answer``, the path ``rag ask`` takes.
+) -> BatchResponder:
+    """Answer with retrieval the way ``tuneforge.rag.answer`` (``rag ask``) does.
 
     The item's own system text and earlier turns (the ``messages`` shape) go into the prompt as
     a client's would on the server: the system text after the format's instruction, the turns
@@ -208,25 +271,30 @@ def rag_responder(
         client_system: system text for items without their own (e.g. the one a RAFT adapter
             was trained with, ``tuneforge.rag.raft.trained_prompt``).
     """
-    from tuneforge.rag import answer
+    from tuneforge.rag import answer_from, retrieve_prompt
 
-    def respond(item: dict) -> Response:
+    def plan(item: dict) -> Plan:
         start = time.perf_counter()
-        result = answer(
+        prompt = retrieve_prompt(
             item["prompt"],
             store,
-            model,
-            tokenizer,
-            top_k=top_k,
-            settings=settings,
+            top_k,
             prompt_format=prompt_format,
             client_system=item.get("system") or client_system,
             history=item.get("history") or None,
         )
-        sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
-        return Response(result.text, time.perf_counter() - start, sources, result.refused)
+        retrieval_s = time.perf_counter() - start
+        row = None if prompt.refused else chat_row(tokenizer, prompt.messages, settings)
 
-    return respond
+        def finish(reply) -> Response:
+            result = answer_from(prompt, reply)
+            sources = {n: hit.source for n, hit in enumerate(result.hits, start=1)}
+            seconds = retrieval_s + (reply.seconds if reply is not None else 0.0)
+            return Response(result.text, seconds, sources, result.refused)
+
+        return Plan(row, finish)
+
+    return BatchResponder(model, tokenizer, plan)
 
 
 def evaluate(
@@ -240,6 +308,7 @@ def evaluate(
     settings=None,
     responder: Responder | None = None,
     progress: bool = False,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> EvalResult:
     """Score ``model`` on ``data`` with the chosen ``metrics``.
 
@@ -254,9 +323,12 @@ def evaluate(
         responder: overrides how a reply is produced (e.g. a custom retrieval prompt).
         progress: show progress (``tuneforge.progress``: a bar on a terminal, a line every
             30 s in a log).
+        batch_size: items decoded together when the responder is a :class:`BatchResponder`
+            (the built-in ones are); 1 answers one item at a time, which makes ``latency``
+            the single-stream latency. Other responders are called one item at a time.
 
     Raises:
-        ConfigError: an unknown metric, or ``citation`` without a store.
+        ConfigError: an unknown metric, ``citation`` without a store, or ``batch_size`` < 1.
     """
     unknown = [name for name in metrics if name not in METRICS]
     if unknown:
@@ -265,6 +337,8 @@ def evaluate(
         )
     if "citation" in metrics and store is None and responder is None:
         raise ConfigError("metric 'citation' needs a store: pass --store DIR")
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size}: must be at least 1")
     items = [normalize_item(item) for item in data]
     results: dict[str, float] = {}
     if "perplexity" in metrics:
@@ -288,10 +362,16 @@ def evaluate(
             if store is not None
             else plain_responder(model, tokenizer, settings)
         )
+    answer_many = getattr(responder, "many", None)
+    if answer_many is None:
+        batch_size, answer_many = 1, lambda batch: [responder(item) for item in batch]
     rows = []
-    for item in track(prompts, "evaluating", "item", enabled=progress):
-        response = responder(item)
-        rows.append(score_item(item, response, metrics, schema))
+    with Progress("evaluating", len(prompts), "item", enabled=progress) as shown:
+        for first in range(0, len(prompts), batch_size):
+            batch = prompts[first : first + batch_size]
+            for item, response in zip(batch, answer_many(batch), strict=True):
+                rows.append(score_item(item, response, metrics, schema))
+            shown.update(len(batch))
     results.update(aggregate(rows, metrics))
     return EvalResult(results, rows, rate_intervals(rows, metrics))
 

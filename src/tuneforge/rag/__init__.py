@@ -13,7 +13,7 @@ Every prompt over retrieved hits is built by :func:`rag_prompt` / :func:`build_r
 (``replies.py``).
 """
 
-from tuneforge.rag.answering import RagAnswer, answer
+from tuneforge.rag.answering import RagAnswer, answer, answer_from, retrieve_prompt
 from tuneforge.rag.chunking import Chunk, ChunkSettings, chunk_document
 from tuneforge.rag.document_store import RagStore, StoreMeta, StoreStats
 from tuneforge.rag.embedding import DEFAULT_EMBEDDING, Embedder, load_embedder
@@ -61,6 +61,7 @@ __all__ = [
     "StoreStats",
     "VectorStore",
     "answer",
+    "answer_from",
     "build_rag_messages",
     "chunk_document",
     "is_refusal",
@@ -72,4 +73,5 @@ __all__ = [
     "relevant_hits",
     "resolve_prompt_format",
     "retrieve",
+    "retrieve_prompt",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT, MIN_SIMILARITY, rag_prompt
+from tuneforge.rag.prompting import DEFAULT_PROMPT_FORMAT, MIN_SIMILARITY, RagPrompt, rag_prompt
 from tuneforge.rag.replies import REFUSAL, is_refusal
 from tuneforge.rag.retrieval import Hit
 
@@ -78,8 +78,45 @@ def answer(
     """
     from tuneforge.generation import generate
 
+    prompt = retrieve_prompt(
+        question,
+        store,
+        top_k,
+        mode,
+        min_similarity,
+        source_filter,
+        prompt_format=prompt_format,
+        client_system=client_system,
+        history=history,
+    )
+    reply = (
+        None
+        if prompt.refused
+        else generate(model, tokenizer, prompt.messages, settings, on_text=on_text)
+    )
+    return answer_from(prompt, reply)
+
+
+def retrieve_prompt(
+    question: str,
+    store,
+    top_k: int = 5,
+    mode: str = "hybrid",
+    min_similarity: float = MIN_SIMILARITY,
+    source_filter: str | None = None,
+    *,
+    prompt_format: str = DEFAULT_PROMPT_FORMAT,
+    client_system: str | None = None,
+    history: list[dict] | None = None,
+) -> RagPrompt:
+    """The first half of :func:`answer`: retrieve and build the prompt (arguments as there).
+
+    Callers that decode many questions together (evaluation) build every prompt with this,
+    decode the prompts' ``messages`` in one ``generate_rows`` call, and finish each with
+    :func:`answer_from`.
+    """
     hits = store.search(question, top_k=top_k, mode=mode, source_filter=source_filter)
-    prompt = rag_prompt(
+    return rag_prompt(
         question,
         hits,
         prompt_format=prompt_format,
@@ -87,8 +124,17 @@ def answer(
         client_system=client_system,
         history=history,
     )
-    if prompt.refused:
+
+
+def answer_from(prompt: RagPrompt, reply: Reply | None) -> RagAnswer:
+    """The second half of :func:`answer`: the answer from the prompt and the model's reply.
+
+    Args:
+        prompt: from :func:`retrieve_prompt`.
+        reply: the reply to ``prompt.messages``; None when the prompt is refused (no model
+            is called then).
+    """
+    if prompt.refused or reply is None:
         return RagAnswer(text=REFUSAL, hits=[], refused=True)
-    reply = generate(model, tokenizer, prompt.messages, settings, on_text=on_text)
     text = reply.text.strip()
     return RagAnswer(text, prompt.hits, is_refusal(text), reply, prompt.messages)
