@@ -68,3 +68,29 @@ def test_the_server_reads_the_requested_adapters_record(tiny_model_dir, adapter_
             assert status == 200, text
             counts[name] = len(json.loads(text)["sources"])
     assert counts == {"raft": 1, "plain": 2}  # the record's top_k; RagOptions' default 5 (2 docs)
+
+
+def test_the_record_is_read_once_when_the_adapter_loads(tiny_model_dir, adapter_root, tmp_path):
+    import pytest
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.adapters import AdapterRegistry
+    from tuneforge.errors import AdapterError
+    from tuneforge.rag.raft import PROMPT_RECORD
+
+    raft = tmp_path / "raft"
+    shutil.copytree(adapter_root / "a1", raft)
+    write_prompt_record(raft, RaftSettings(top_k=1), tmp_path / "kb")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    registry = AdapterRegistry(model, AutoTokenizer.from_pretrained(tiny_model_dir))
+    registry.load("raft", raft)
+    registry.load("plain", adapter_root / "a2")
+    (raft / PROMPT_RECORD).write_text("not json")  # a later edit does not reach the server
+    assert registry.trained_prompt("raft")["top_k"] == 1
+    assert registry.trained_prompt("plain") is None and registry.trained_prompt(None) is None
+    registry.unload("raft")
+    assert registry.trained_prompt("raft") is None
+    # A broken record refuses the load, naming the file; nothing is loaded.
+    with pytest.raises(AdapterError, match=f"{PROMPT_RECORD}: cannot read the trained prompt"):
+        registry.load("raft", raft)
+    assert registry.names() == ["plain"]

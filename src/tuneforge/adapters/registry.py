@@ -45,6 +45,21 @@ from tuneforge.generation import (
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
+def _read_trained_prompt(adapter_dir: Path | str) -> dict | None:
+    """The folder's retrieval prompt record (None: it has none).
+
+    Raises:
+        AdapterError: the record is unreadable or invalid (the message names the file).
+    """
+    from tuneforge.errors import ConfigError
+    from tuneforge.rag.raft import trained_prompt
+
+    try:
+        return trained_prompt(adapter_dir)
+    except ConfigError as err:
+        raise AdapterError(str(err)) from err
+
+
 class AdapterRegistry:
     """Named LoRA adapters on one base model, for generation with any adapter or none.
 
@@ -69,6 +84,7 @@ class AdapterRegistry:
         self._base = model.eval()
         self._peft = None  # the PeftModel wrapping the base once an adapter is loaded
         self._dirs: dict[str, Path] = {}
+        self._prompts: dict[str, dict | None] = {}  # name -> its retrieval prompt record
         self._internal: dict[str, str] = {}  # user name -> peft adapter name (a module key)
         self._ids = itertools.count()
         self._identity: BaseIdentity | None = None
@@ -95,6 +111,13 @@ class AdapterRegistry:
         """The usable adapters' names (loaded, not being unloaded), in load order."""
         return list(self.folders())
 
+    def trained_prompt(self, name: str | None) -> dict | None:
+        """The retrieval prompt adapter ``name`` was trained with (``tuneforge.rag.raft``'s
+        ``rag_prompt.json``), read once when it was loaded; None for the base (``name`` None),
+        an adapter without one, or a name not loaded."""
+        with self._requests:
+            return self._prompts.get(name) if name is not None else None
+
     def in_use(self, name: str) -> int:
         """How many reserved requests (running or queued) use adapter ``name``."""
         with self._requests:
@@ -110,6 +133,7 @@ class AdapterRegistry:
         if not name or name == BASE:
             raise AdapterError(f"adapter name {name!r} is reserved or empty; choose another")
         files = read_adapter(adapter_dir)  # reads and checks files before any lock is taken
+        prompt = _read_trained_prompt(adapter_dir)
         with self._model_lock:
             if name in self._dirs:
                 raise AdapterError(
@@ -128,6 +152,7 @@ class AdapterRegistry:
             self._layers_changed()
             with self._requests:
                 self._dirs[name] = Path(adapter_dir)
+                self._prompts[name] = prompt
 
     def unload(self, name: str, timeout_s: float | None = None) -> None:
         """Remove adapter ``name`` once the requests reserved on it have been released.
@@ -163,6 +188,7 @@ class AdapterRegistry:
         internal = self._internal.pop(name)
         with self._requests:
             del self._dirs[name]
+            del self._prompts[name]
         if self._internal:
             if self._peft.active_adapter == internal:  # hand "active" on first
                 self._peft.set_adapter(next(iter(self._internal.values())))

@@ -36,7 +36,6 @@ from tuneforge.generation import (
     SchemaError,
     prompt_ids,
 )
-from tuneforge.rag.raft import trained_prompt
 from tuneforge.rag.replies import REFUSAL
 from tuneforge.serve.engine import (
     Engine,
@@ -391,7 +390,7 @@ def build_router() -> APIRouter:
                     code="rag_unavailable",
                     param="rag",
                 )
-            trained = trained_prompt(state.engine.registry.folders().get(adapter))
+            trained = state.engine.registry.trained_prompt(adapter)
             messages, sources = await state.retriever(messages, body.rag, trained)
             if messages is None:  # no source is relevant: the refusal, without the model
                 return await run_job(
