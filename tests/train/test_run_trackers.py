@@ -4,6 +4,8 @@ reason, when a tracker's library is not installed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tuneforge.cli import main
@@ -71,3 +73,60 @@ def test_a_dpo_run_reports_its_preference_metrics(tiny_model_dir, preference_dat
     events.Reload()
     assert [s.value for s in events.Scalars("reward_margin")] == pytest.approx(margins, rel=1e-6)
     assert "preference_accuracy" in events.Tags()["scalars"]
+
+
+def _mlflow_runs(root):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(root / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("tuneforge")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_mlflow_marks_a_diverged_run_failed(tiny64_dir, chat_data, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'tuneforge[mlflow]'")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "runs" / "collapsed"
+    extra = ("--report-to", "mlflow", "--lr", "1e9", "--max-steps", "8")
+    assert main(_train(tiny64_dir, chat_data, run_dir, *extra)) == 2
+    _, (run,) = _mlflow_runs(tmp_path / "runs")
+    assert run.info.status == "FAILED"  # not FINISHED: the training stopped on a collapse
+
+
+def test_a_resumed_run_continues_its_mlflow_run(tiny_model_dir, chat_data, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'tuneforge[mlflow]'")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "runs" / "r1"
+    args = _train(tiny_model_dir, chat_data, run_dir, "--report-to", "mlflow")
+    args[args.index("--max-steps") + 1] = "2"
+    assert main(args) == 0
+    args[args.index("--max-steps") + 1] = "3"
+    assert main([*args, "--resume"]) == 0  # extends the finished run by one step
+    client, runs = _mlflow_runs(tmp_path / "runs")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")]
+    assert steps == [1, 2, 3]
+
+
+def test_the_trackers_status_says_how_the_run_ended():
+    from tuneforge.train import TrainingInterrupted
+    from tuneforge.train.guards import TrainingDivergedError
+    from tuneforge.train.metrics import MetricsLog, run_status
+
+    assert run_status(None) == "FINISHED"
+    assert run_status(TrainingInterrupted("stopped", 2, 3, None)) == "KILLED"
+    assert run_status(TrainingDivergedError("nan")) == "FAILED"
+
+    class Sink:
+        def write(self, record):
+            pass
+
+        def close(self, status="FINISHED"):
+            closed.append(status)
+
+    closed: list[str] = []
+    with pytest.raises(RuntimeError), MetricsLog(Path("unused"), sinks=[Sink()]):
+        raise RuntimeError("boom")
+    with MetricsLog(Path("unused"), sinks=[Sink()]):
+        pass
+    assert closed == ["FAILED", "FINISHED"]

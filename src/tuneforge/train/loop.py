@@ -438,7 +438,7 @@ def fit(
     stop_reason, last_loss, tokens, seconds = "completed", None, 0, 0.0
     start = time.perf_counter()
     batches, batches_epoch = None, None
-    with StopSignals() as signals, contextlib.closing(bar), contextlib.closing(metrics):
+    with StopSignals() as signals, contextlib.closing(bar), metrics:
         while state["step"] < steps:
             # A step boundary: every rank takes the same decision (one all-reduce).
             sigint, sigterm, clock_due = parallel.any_rank(

@@ -64,8 +64,8 @@ class MetricSink(Protocol):
     def write(self, record: dict[str, Any]) -> None:
         """Receive one metrics line (``step`` plus numbers), after ``metrics.jsonl`` has it."""
 
-    def close(self) -> None:
-        """Flush and end the tracker's run."""
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush and end the tracker's run with ``status`` (:func:`run_status`)."""
 
 
 def _numbers(record: dict[str, Any]) -> dict[str, float]:
@@ -101,17 +101,19 @@ class TensorBoardSink:
             self.writer.add_scalar(key, value, global_step=int(record["step"]))
         self.writer.flush()  # visible in TensorBoard while the run goes on
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, status: str = "FINISHED") -> None:
+        self.writer.close()  # event files have no run status
 
 
 class MlflowSink:
     """An MLflow run named after the run folder, in experiment ``tuneforge``: on the server or
     store of ``$MLFLOW_TRACKING_URI`` when set, else a local file store in ``mlruns`` beside
     the run folder (``mlflow ui --backend-store-uri runs/mlruns``). The config is logged as
-    the run's parameters."""
+    the run's parameters. The MLflow run's id is kept in ``RUN/mlflow_run_id``: a resumed
+    training continues the same MLflow run (its parameters stay those of the first start)."""
 
     EXPERIMENT = "tuneforge"
+    RUN_ID_FILE = "mlflow_run_id"
 
     def __init__(self, run_dir: Path, params: dict[str, Any]) -> None:
         try:
@@ -134,6 +136,11 @@ class MlflowSink:
             if experiment is not None
             else self.client.create_experiment(self.EXPERIMENT)
         )
+        id_file = run_dir / self.RUN_ID_FILE
+        self.run_id = self._resumable(id_file.read_text().strip()) if id_file.is_file() else None
+        if self.run_id is not None:
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
         run = self.client.create_run(
             experiment_id, run_name=run_dir.name, tags={"tuneforge.run_dir": str(run_dir)}
         )
@@ -141,6 +148,19 @@ class MlflowSink:
         self.client.log_batch(
             self.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()]
         )
+        from tuneforge.atomic import write_text
+
+        write_text(id_file, self.run_id + "\n")
+
+    def _resumable(self, run_id: str) -> str | None:
+        """``run_id`` when this tracking store still has that run, else None (a new one)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return run_id
 
     def write(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric
@@ -150,8 +170,8 @@ class MlflowSink:
         metrics = [Metric(k, v, now, step) for k, v in _numbers(record).items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
 
 
 SINKS: dict[str, type] = {"tensorboard": TensorBoardSink, "mlflow": MlflowSink}
@@ -201,6 +221,17 @@ def open_sinks(names: list[str], run_dir: Path, params: dict[str, Any]) -> list[
     return [SINKS[name](Path(run_dir), flat) for name in names]
 
 
+def run_status(error: BaseException | None) -> str:
+    """How a run that ended with ``error`` (None: it completed) is marked in the trackers:
+    ``FINISHED``; ``KILLED`` when a signal stopped it after a checkpoint (it can be resumed);
+    ``FAILED`` for anything else (a diverged loss, an error)."""
+    from tuneforge.train.signals import TrainingInterrupted
+
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, TrainingInterrupted | KeyboardInterrupt) else "FAILED"
+
+
 class MetricsLog:
     """Append-only ``metrics.jsonl``; each line is flushed and fsynced as it is written, then
     handed to each sink (experiment trackers; none by default)."""
@@ -223,11 +254,18 @@ class MetricsLog:
         sinks = open_sinks(config.report_to, run_dir, config.to_dict()) if enabled else []
         return cls(Path(run_dir) / "metrics.jsonl", enabled=enabled, sinks=sinks)
 
-    def close(self) -> None:
-        """Close the sinks (the trackers' runs end); ``metrics.jsonl`` needs no closing."""
+    def close(self, status: str = "FINISHED") -> None:
+        """Close the sinks (the trackers' runs end with ``status``); ``metrics.jsonl`` needs
+        no closing."""
         for sink in self.sinks:
-            sink.close()
+            sink.close(status)
         self.sinks = []
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.close(run_status(error))
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` (a killed run may have logged past its checkpoint)."""
