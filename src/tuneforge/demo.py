@@ -126,7 +126,10 @@ def step_json_eval(adapter_dir: Path, device: str, limit: int | None) -> dict[st
     return rates
 
 
-def step_rag(out: Path, device: str) -> None:
+def step_rag(out: Path, device: str, asked: int = 4) -> None:
+    """Ingest the bundled documents, then ask the first ``asked`` answerable questions: each
+    answer with its sources, the expected answer, and whether the answer holds it."""
+    from tuneforge.evaluate.metrics import contains_answer
     from tuneforge.models import load_model
     from tuneforge.rag import RagStore, answer
     from tuneforge.tasks.knowledge_base import corpus_dir, questions
@@ -137,13 +140,21 @@ def step_rag(out: Path, device: str) -> None:
     print(f"ingest: {report.summary()}")
     for line in report.warnings:
         print(f"warning: {line}")
-    item = next(q for q in questions() if q.answerable)
     loaded = load_model("default", device=device)
-    result = answer(item.question, store, loaded.model, loaded.tokenizer, top_k=3)
-    print(f"question: {item.question}\nanswer  : {result.text}")
-    for number, hit in enumerate(result.hits, start=1):
-        print(f"  [{number}] {hit.source} ({hit.location})")
-    print(f"expected: {item.answer} (from {item.source})")
+    items = [q for q in questions() if q.answerable][:asked]
+    right = 0
+    for item in items:
+        result = answer(item.question, store, loaded.model, loaded.tokenizer, top_k=3)
+        holds = contains_answer(result.text, item.answer)
+        right += holds
+        print(f"\nquestion: {item.question}\nanswer  : {result.text}")
+        for number, hit in enumerate(result.hits, start=1):
+            print(f"  [{number}] {Path(hit.source).name} ({hit.location})")
+        print(f"expected: {item.answer} (from {item.source}): {'yes' if holds else 'NO'}")
+    print(
+        f"\n{right}/{len(items)} answers hold the expected one (the bare default model; "
+        "step 5 measures it on more questions, with intervals)"
+    )
 
 
 def step_compare(out: Path, device: str, budget: str) -> None:
