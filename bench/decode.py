@@ -468,7 +468,10 @@ def main() -> None:
     if args.profile:
         from decode_profile import profile_report
 
-        profile_report({"float32": loaded["float32"], auto: loaded[auto]})
+        profile_report(
+            {"float32": loaded["float32"], auto: loaded[auto]},
+            with_adapters=with_adapters if wanted & {"adapters", "workloads"} else None,
+        )
 
 
 if __name__ == "__main__":

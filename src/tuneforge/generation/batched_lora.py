@@ -97,7 +97,7 @@ class StackedLora:
     mixes as rows join and leave).
     """
 
-    def __init__(self, sets_per_group: int = 8) -> None:
+    def __init__(self, sets_per_group: int = 16) -> None:
         self.sets_per_group = sets_per_group
         # first layer of a group -> {(group, adapters, dtype): (sources, stacked)}
         self._held: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
@@ -233,60 +233,49 @@ class LoraBank:
         """The LoRA term of the layers ``group`` (which all read ``x``, ``[rows, ..., in]``) for
         the rows set by ``set_rows``: ``[rows, ..., sum of their out_features]``, the layers'
         terms side by side in ``x``'s dtype; None when no row's adapter adapts them."""
-        terms = self._terms(group, x)
-        if terms is None:
+        if self._group_mask(group, x) is None:
             return None
-        mixed, stacked, packed = terms
-        if packed:
-            delta = torch.ops.mkldnn._linear_pointwise(
-                mixed, stacked.b_packed, None, "none", [], ""
-            )
-        else:
-            delta = torch.matmul(mixed, stacked.b.t())
-        return delta.view(*x.shape[:-1], stacked.b.shape[0])
+        out = x.new_zeros(*x.shape[:-1], self._groups[group].b.shape[0])
+        self.add_delta(group, x, out)
+        return out
 
     def add_delta(self, group: tuple[nn.Module, ...], x: torch.Tensor, out: torch.Tensor) -> None:
         """``out += delta(group, x)`` in place (``out``: the group's contiguous base output)."""
-        terms = self._terms(group, x)
-        if terms is None:
-            return
-        mixed, stacked, packed = terms
-        flat = out.view(-1, out.shape[-1])
-        if packed:
-            mixed = mixed.view(-1, mixed.shape[-1])
-            flat.add_(
-                torch.ops.mkldnn._linear_pointwise(mixed, stacked.b_packed, None, "none", [], "")
-            )
-        else:  # the second product and the sum in one kernel
-            flat.addmm_(mixed.view(-1, mixed.shape[-1]), stacked.b.t())
-
-    def _terms(self, group: tuple[nn.Module, ...], x: torch.Tensor):
-        """``((x · A_catᵀ) ⊙ M as [rows, tokens per row, R], the group's stacked adapters,
-        whether its packed products serve)``, or None when no row's adapter adapts the group."""
         mask = self._group_masks.get(group, False)
         if mask is False:
-            mask = self._mask(group, x)
-            self._group_masks[group] = mask
+            mask = self._group_mask(group, x)
         if mask is None:
-            return None
+            return
         stacked = self._groups[group]
-        x = x.view(mask.shape[0], -1, x.shape[-1])
-        packed = stacked.a_packed is not None and x.shape[1] * x.shape[0] <= PACKED_MAX_TOKENS
-        if packed:
+        if (
+            stacked.a_packed is not None
+            and x.dim() == 3
+            and x.shape[0] * x.shape[1] <= PACKED_MAX_TOKENS
+        ):
+            # a decode step: four kernels, no reshaping (each one costs a few µs per group)
             product = torch.ops.mkldnn._linear_pointwise(x, stacked.a_packed, None, "none", [], "")
-        else:
-            product = torch.matmul(x, stacked.a.t())
-        return product * mask, stacked, packed
+            out.add_(
+                torch.ops.mkldnn._linear_pointwise(
+                    product * mask, stacked.b_packed, None, "none", [], ""
+                )
+            )
+            return
+        rows_x = x.view(mask.shape[0], -1, x.shape[-1])  # [rows, tokens per row, in]
+        mixed = torch.matmul(rows_x, stacked.a.t()) * mask
+        # the second product and the sum in one kernel
+        out.view(-1, out.shape[-1]).addmm_(mixed.view(-1, mixed.shape[-1]), stacked.b.t())
 
-    def _mask(self, group: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
+    def _group_mask(self, group: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
         """``M`` of a group for the rows set (``[rows, 1, R]``), None when no row uses it;
-        looks the group's stacked adapters up on first use."""
+        looks the group's stacked adapters up on first use, makes ``M`` once per layout."""
         if group not in self._groups:
             self._groups[group] = STACKED_LORA.stacked(group, self.adapters, x.dtype)
         stacked = self._groups[group]
-        if stacked is None:
-            return None
-        key = stacked.layout.blocks
-        if key not in self._masks:
-            self._masks[key] = stacked.layout.mask(self._rows, x.device, x.dtype)
-        return self._masks[key]
+        mask = None
+        if stacked is not None:
+            key = stacked.layout.blocks
+            if key not in self._masks:
+                self._masks[key] = stacked.layout.mask(self._rows, x.device, x.dtype)
+            mask = self._masks[key]
+        self._group_masks[group] = mask
+        return mask
