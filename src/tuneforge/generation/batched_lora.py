@@ -38,9 +38,13 @@ from tuneforge.generation.packed_linear import packing_supported
 
 _LINEAR_CLASSES = {"Linear", "Linear8bitLt", "Linear4bit"}  # peft.tuners.lora(.bnb) layers
 PACKED_MAX_TOKENS = 64
-"""Above this many tokens in one forward (a prefill) the terms run as plain ``matmul``s: a
-oneDNN product re-lays an unpacked weight out per call, which a large input amortizes, while a
-packed product's fixed cost only pays for small inputs (bench: docs/decode.md)."""
+"""Above this many tokens in one forward (a prefill) the terms run as plain ``matmul``s.
+
+A packed oneDNN product skips re-laying the weight out on every call, which pays for small
+inputs; for large ones the plain product was faster. Measured on the 2-core bench machine, one
+thread, what the LoRA terms of one layer of the 135M default model (4 adapters, r=8) add to its
+base products: 16 tokens 332 µs packed vs 493 µs plain; 400 tokens 2118 µs packed vs 1564 µs
+plain. The threshold lies between and is not tuned further."""
 
 
 def peft_base_model(model) -> nn.Module:
