@@ -37,14 +37,6 @@ from torch import nn
 from tuneforge.generation.packed_linear import packing_supported
 
 _LINEAR_CLASSES = {"Linear", "Linear8bitLt", "Linear4bit"}  # peft.tuners.lora(.bnb) layers
-PACKED_MAX_TOKENS = 64
-"""Above this many tokens in one forward (a prefill) the terms run as plain ``matmul``s.
-
-A packed oneDNN product skips re-laying the weight out on every call, which pays for small
-inputs; for large ones the plain product was faster. Measured on the 2-core bench machine, one
-thread, what the LoRA terms of one layer of the 135M default model (4 adapters, r=8) add to its
-base products: 16 tokens 332 µs packed vs 493 µs plain; 400 tokens 2118 µs packed vs 1564 µs
-plain. The threshold lies between and is not tuned further."""
 
 
 def peft_base_model(model) -> nn.Module:
@@ -251,12 +243,14 @@ class LoraBank:
         if mask is None:
             return
         stacked = self._groups[group]
-        if (
-            stacked.a_packed is not None
-            and x.dim() == 3
-            and x.shape[0] * x.shape[1] <= PACKED_MAX_TOKENS
-        ):
-            # a decode step: four kernels, no reshaping (each one costs a few µs per group)
+        if stacked.a_packed is not None and x.dim() == 3 and x.shape[1] == 1:
+            # A decode step (one token per row): packed products, four kernels, no reshaping
+            # (each kernel costs a few µs, 120 groups per step). Prefills run plain products:
+            # faster there (400 tokens, 4 adapters, r=8: 1564 vs 2118 µs per layer), and a
+            # packed product's result for a row can depend on how many rows it is computed
+            # with at prefill sizes (bf16, K=12 N=64: 90 rows vs one at a time), which would
+            # let a row's greedy answer change with its batch (tests/serve/
+            # test_engine_continuous.py)
             product = torch.ops.mkldnn._linear_pointwise(x, stacked.a_packed, None, "none", [], "")
             out.add_(
                 torch.ops.mkldnn._linear_pointwise(
