@@ -19,9 +19,9 @@ weights (converted to the activations' dtype and, for bf16 on CPU, packed for on
 ``packed_linear`` does, for the decode steps' products) are kept process-wide per set of
 adapters (``STACKED_LORA``), so a new batch, or rows joining with another mix of adapters,
 reuses them while the adapters' weights are unchanged (the bank was rebuilt, about 75 ms of
-concatenations and zero-fills at one thread for the 135M model, for every batch and every change of the set
-of adapters in a running batch); ``M`` is made once per batch composition (``set_rows``) and
-layout, not per step and layer.
+concatenations and zero-fills at one thread for the 135M model, for every batch and every
+change of the set of adapters in a running batch); ``M`` is made once per batch composition
+(``set_rows``) and layout, not per step and layer.
 
 Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsandbytes variants).
 ``LoraBank.blocker`` names anything else (DoRA and other variants, LoRA biases, merged adapters,
