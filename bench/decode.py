@@ -20,10 +20,11 @@ round is reported. Measured:
     .venv/bin/python bench/decode.py --profile    # also torch.profiler tables, batch 1 and 16
     .venv/bin/python bench/decode.py --only adapters   # one section, printed, not saved
 
-Writes bench/results/decode.md (and decode_profile.md with ``--profile``); a run of some
-sections (``--only``) prints them and leaves the saved results of the last full run alone. The llama.cpp row
-needs llama-cpp-python (``make llama-cpp-wheel`` builds it once); without it the row is skipped
-with the reason printed.
+Writes bench/results/decode.md (and decode_profile.md with ``--profile``, with the fast
+path's 16 rows on the base vs on 4 adapters when the adapter sections run); a run of some
+sections (``--only``) prints them and leaves the saved results of the last full run alone.
+The llama.cpp row needs llama-cpp-python (``make llama-cpp-wheel`` builds it once); without it
+the row is skipped with the reason printed.
 """
 
 from __future__ import annotations
