@@ -18,10 +18,13 @@ round is reported. Measured:
     .venv/bin/python bench/decode.py              # 2 threads, 128 new tokens, 3 rounds
     .venv/bin/python bench/decode.py --quick      # 32 new tokens, 2 rounds, small workloads
     .venv/bin/python bench/decode.py --profile    # also torch.profiler tables, batch 1 and 16
+    .venv/bin/python bench/decode.py --only adapters   # one section, printed, not saved
 
-Writes bench/results/decode.md (and decode_profile.md with ``--profile``). The llama.cpp row
-needs llama-cpp-python (``make llama-cpp-wheel`` builds it once); without it the row is skipped
-with the reason printed.
+Writes bench/results/decode.md (and decode_profile.md with ``--profile``, with the fast
+path's 16 rows on the base vs on 4 adapters when the adapter sections run); a run of some
+sections (``--only``) prints them and leaves the saved results of the last full run alone.
+The llama.cpp row needs llama-cpp-python (``make llama-cpp-wheel`` builds it once); without it
+the row is skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import BATCH_PROMPTS, DEFAULT_HOME, markdown_table, report
+from common import BATCH_PROMPTS, DEFAULT_HOME, machine_info, markdown_table, report
 
+SECTIONS = ("single", "batch", "first", "adapters", "workloads")
+"""The measurements, in the order of the module doc (``--only`` picks some)."""
 PROMPT = "Write a long story about a robot who learns to paint. Describe every day of its life."
 
 
@@ -294,6 +299,40 @@ def run_demo_workload(engine: TuneforgeEngine, limit: int | None) -> float:
     return clock.wall
 
 
+def workloads(model_dir: Path, adapter_dirs, with_adapters, auto: str, limit) -> list[str]:
+    """The answering workloads section: before (plain path, fp32) and after (fast path)."""
+    log("workloads")
+    before = load_with_adapters(model_dir, "float32", adapter_dirs)
+    work = compare_workload(limit)
+    plain_engine = TuneforgeEngine(before, "plain")
+    fast_engine = TuneforgeEngine(with_adapters, "fast")
+    compare_before = run_compare_workload(plain_engine, work)
+    compare_after = run_compare_workload(fast_engine, work)
+    demo_before = run_demo_workload(plain_engine, limit)
+    demo_after = run_demo_workload(fast_engine, limit)
+    return [
+        "### Answering workloads: before (plain path, float32, the old default) and after "
+        f"(fast path, auto = {auto})",
+        markdown_table(
+            ["workload", "before s", "after s", "speed-up"],
+            [
+                [
+                    f"compare --budget quick: {len(work)} questions one at a time",
+                    f"{compare_before:.1f}",
+                    f"{compare_after:.1f}",
+                    f"{compare_before / compare_after:.1f}x",
+                ],
+                [
+                    "make demo step 3: held-out JSON prompts, batches of 24, base + adapter",
+                    f"{demo_before:.1f}",
+                    f"{demo_after:.1f}",
+                    f"{demo_before / demo_after:.1f}x",
+                ],
+            ],
+        ),
+    ]
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -305,7 +344,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds")
     parser.add_argument("--profile", action="store_true", help="torch.profiler tables too")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="tuneforge cache root")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        help="run these sections only (printed, not saved; batch needs single, run with it)",
+    )
     args = parser.parse_args()
+    wanted = set(args.only or SECTIONS)
+    if "batch" in wanted:
+        wanted.add("single")
     new_tokens = args.new_tokens or (32 if args.quick else 128)
     rounds = args.rounds or (2 if args.quick else 3)
     batch_tokens = 16 if args.quick else 64
@@ -328,96 +376,75 @@ def main() -> None:
         for path in ("plain", "fast")
         for dtype in ("float32", "bfloat16")
     ]
-    llama, skipped = llama_cpp_engine(args.home, args.threads)
-    if llama is None:
-        print(skipped, flush=True)
-    log("single stream")
-    single = single_stream(([llama] if llama else []) + engines, new_tokens, rounds)
-    reference = single.get(llama.name) if llama else None
-    rows = []
-    for engine in ([llama] if llama else []) + engines:
-        rate = single[engine.name]
-        versus = (
-            f"{rate['wall'] / reference['wall']:.2f}x / {rate['cpu'] / reference['cpu']:.2f}x"
-            if reference
-            else "-"
-        )
-        rows.append(
-            [engine.name, engine.dtype, f"{rate['wall']:.1f}", f"{rate['cpu']:.1f}", versus]
-        )
-    sections = [
-        f"### Single-stream decode (greedy, up to {new_tokens} new tokens, {args.threads} "
-        f"threads, best of {rounds} interleaved rounds)",
-        markdown_table(
-            ["engine", "dtype", "tokens/s", "tokens per CPU-s", "vs llama.cpp (wall / CPU)"], rows
-        )
-        + ("" if llama else f"\n\n{skipped}"),
-    ]
-
-    log("batch of 16")
-    batch_rows = []
-    for engine in engines:
-        rate = batch_throughput(engine, batch_tokens, rounds)
-        alone = single[engine.name]["wall"]
-        batch_rows.append([engine.name, f"{rate:.1f}", f"{alone:.1f}", f"{rate / alone:.1f}x"])
-    sections += [
-        f"### 16 rows in one batch ({batch_tokens} new tokens each, prefill included)",
-        markdown_table(
-            ["engine", "aggregate tokens/s", "single stream tokens/s", "ratio"], batch_rows
-        ),
-    ]
-
-    log("first answer after loading")
-    warm = []
-    for dtype in ("float32", "bfloat16"):
-        load_s, first_s = first_answer(model_dir, dtype, 16)
-        warm.append([dtype, f"{load_s:.2f}", f"{first_s:.2f}"])
-    sections += [
-        "### First answer after loading (fast path; 16 new tokens; weights packed on first use)",
-        markdown_table(["dtype", "load s", "first answer s"], warm),
-    ]
-
-    with tempfile.TemporaryDirectory(prefix="tuneforge-bench-decode-") as scratch:
-        log("adapters")
-        adapter_dirs = make_adapters(model_dir, Path(scratch), 4)
-        with_adapters = load_with_adapters(model_dir, auto, adapter_dirs)
-        mixed = mixed_adapters(with_adapters, batch_tokens, rounds)
+    sections = []
+    if "single" in wanted:
+        llama, skipped = llama_cpp_engine(args.home, args.threads)
+        if llama is None:
+            print(skipped, flush=True)
+        log("single stream")
+        single = single_stream(([llama] if llama else []) + engines, new_tokens, rounds)
+        reference = single.get(llama.name) if llama else None
+        rows = []
+        for engine in ([llama] if llama else []) + engines:
+            rate = single[engine.name]
+            versus = (
+                f"{rate['wall'] / reference['wall']:.2f}x / {rate['cpu'] / reference['cpu']:.2f}x"
+                if reference
+                else "-"
+            )
+            rows.append(
+                [engine.name, engine.dtype, f"{rate['wall']:.1f}", f"{rate['cpu']:.1f}", versus]
+            )
         sections += [
-            f"### 16 rows over 4 LoRA adapters (r=8, all linear layers) vs 16 base rows, one "
-            f"batch, {auto}, {batch_tokens} new tokens each",
-            markdown_table(["path", "base tokens/s", "4 adapters tokens/s", "ratio"], mixed),
+            f"### Single-stream decode (greedy, up to {new_tokens} new tokens, {args.threads} "
+            f"threads, best of {rounds} interleaved rounds)",
+            markdown_table(
+                ["engine", "dtype", "tokens/s", "tokens per CPU-s", "vs llama.cpp (wall / CPU)"],
+                rows,
+            )
+            + ("" if llama else f"\n\n{skipped}"),
         ]
 
-        log("workloads")
-        before = load_with_adapters(model_dir, "float32", adapter_dirs)
-        work = compare_workload(workload_limit)
-        plain_engine = TuneforgeEngine(before, "plain")
-        fast_engine = TuneforgeEngine(with_adapters, "fast")
-        compare_before = run_compare_workload(plain_engine, work)
-        compare_after = run_compare_workload(fast_engine, work)
-        demo_before = run_demo_workload(plain_engine, workload_limit)
-        demo_after = run_demo_workload(fast_engine, workload_limit)
-    sections += [
-        "### Answering workloads: before (plain path, float32, the old default) and after "
-        f"(fast path, auto = {auto})",
-        markdown_table(
-            ["workload", "before s", "after s", "speed-up"],
-            [
-                [
-                    f"compare --budget quick: {len(work)} questions one at a time",
-                    f"{compare_before:.1f}",
-                    f"{compare_after:.1f}",
-                    f"{compare_before / compare_after:.1f}x",
-                ],
-                [
-                    "make demo step 3: held-out JSON prompts, batches of 24, base + adapter",
-                    f"{demo_before:.1f}",
-                    f"{demo_after:.1f}",
-                    f"{demo_before / demo_after:.1f}x",
-                ],
-            ],
-        ),
-    ]
+    if "batch" in wanted:
+        log("batch of 16")
+        batch_rows = []
+        for engine in engines:
+            rate = batch_throughput(engine, batch_tokens, rounds)
+            alone = single[engine.name]["wall"]
+            batch_rows.append([engine.name, f"{rate:.1f}", f"{alone:.1f}", f"{rate / alone:.1f}x"])
+        sections += [
+            f"### 16 rows in one batch ({batch_tokens} new tokens each, prefill included)",
+            markdown_table(
+                ["engine", "aggregate tokens/s", "single stream tokens/s", "ratio"], batch_rows
+            ),
+        ]
+
+    if "first" in wanted:
+        log("first answer after loading")
+        warm = []
+        for dtype in ("float32", "bfloat16"):
+            load_s, first_s = first_answer(model_dir, dtype, 16)
+            warm.append([dtype, f"{load_s:.2f}", f"{first_s:.2f}"])
+        sections += [
+            "### First answer after loading (fast path; 16 new tokens; weights packed on first "
+            "use)",
+            markdown_table(["dtype", "load s", "first answer s"], warm),
+        ]
+
+    with tempfile.TemporaryDirectory(prefix="tuneforge-bench-decode-") as scratch:
+        if wanted & {"adapters", "workloads"}:
+            log("adapters")
+            adapter_dirs = make_adapters(model_dir, Path(scratch), 4)
+            with_adapters = load_with_adapters(model_dir, auto, adapter_dirs)
+        if "adapters" in wanted:
+            mixed = mixed_adapters(with_adapters, batch_tokens, rounds)
+            sections += [
+                f"### 16 rows over 4 LoRA adapters (r=8, all linear layers) vs 16 base rows, "
+                f"one batch, {auto}, {batch_tokens} new tokens each",
+                markdown_table(["path", "base tokens/s", "4 adapters tokens/s", "ratio"], mixed),
+            ]
+        if "workloads" in wanted:
+            sections += workloads(model_dir, adapter_dirs, with_adapters, auto, workload_limit)
     load_end = os.getloadavg()
     header = (
         f"Default model (SmolLM2-135M-Instruct); llama.cpp runs its f16 GGUF export. Load "
@@ -429,15 +456,23 @@ def main() -> None:
             else "."
         )
     )
-    report(
-        "decode",
+    title, body = (
         "Decoding speed: fast path, plain path, llama.cpp",
         "\n\n".join([header, *sections]),
     )
+    if args.only:
+        print(
+            f"## {title} (sections {', '.join(args.only)}; not saved)\n\n{machine_info()}\n\n{body}"
+        )
+    else:
+        report("decode", title, body)
     if args.profile:
         from decode_profile import profile_report
 
-        profile_report({"float32": loaded["float32"], auto: loaded[auto]})
+        profile_report(
+            {"float32": loaded["float32"], auto: loaded[auto]},
+            with_adapters=with_adapters if wanted & {"adapters", "workloads"} else None,
+        )
 
 
 if __name__ == "__main__":

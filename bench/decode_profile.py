@@ -35,8 +35,11 @@ QUESTIONS = [
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise")
 
 
-def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
-    """One markdown section: the top operators of ``batch`` rows decoding ``new_tokens``."""
+def profile_path(
+    loaded, path: str, batch: int, new_tokens: int, adapters: list[str] | None = None
+) -> str:
+    """One markdown section: the top operators of ``batch`` rows decoding ``new_tokens``, on
+    the peft adapters ``adapters`` (one name per row, ``"__base__"``: none) when given."""
     from torch.profiler import ProfilerActivity, profile
 
     from tuneforge.generation import GenerationSettings, Row, chat_messages, generate_rows
@@ -51,10 +54,10 @@ def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
         prompts = [QUESTIONS[i % len(QUESTIONS)] for i in range(batch)]
         return [Row(ids_of(tokenizer, chat_messages(p)), settings) for p in prompts]
 
-    run(loaded.model, tokenizer, rows())  # warm-up (packing on the fast path)
+    run(loaded.model, tokenizer, rows(), adapters)  # warm-up (packing on the fast path)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
-        replies = run(loaded.model, tokenizer, rows())
+        replies = run(loaded.model, tokenizer, rows(), adapters)
         wall = time.perf_counter() - start
     steps = max(reply.completion_tokens for reply in replies)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
@@ -75,8 +78,9 @@ def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
         ],
     )
     dtype = str(loaded.model.dtype).removeprefix("torch.")
+    on = f", rows on {len(set(adapters))} adapters {sorted(set(adapters))}" if adapters else ""
     return (
-        f"#### {path} path, {dtype}, batch {batch} ({steps} steps, prefill included)\n\n"
+        f"#### {path} path, {dtype}, batch {batch}{on} ({steps} steps, prefill included)\n\n"
         f"{wall * 1e3 / steps:.1f} ms wall per step, of which {total / 1e3 / steps:.1f} ms in "
         f"operators ({calls / steps:.0f} operator calls per step, nested ones included; the "
         f"rest is Python and module calls between them); matmuls {100 * matmul / total:.0f}% "
@@ -84,9 +88,11 @@ def profile_path(loaded, path: str, batch: int, new_tokens: int) -> str:
     )
 
 
-def profile_report(models: dict, new_tokens: int = 16) -> str:
+def profile_report(models: dict, new_tokens: int = 16, with_adapters=None) -> str:
     """Profile the plain path in fp32 (the old default) and both paths in each dtype of
-    ``models`` (dtype name -> loaded model) at batch 1 and 16; write decode_profile.md."""
+    ``models`` (dtype name -> loaded model) at batch 1 and 16, and, given a peft model
+    ``with_adapters`` holding ``lora0``..``lora3``, the fast path's 16 rows on the base vs
+    spread over the 4 adapters; write decode_profile.md."""
     sections = []
     if "float32" in models:
         sections.append(profile_path(models["float32"], "plain", 1, new_tokens))
@@ -94,6 +100,10 @@ def profile_report(models: dict, new_tokens: int = 16) -> str:
         for batch in (1, 16):
             paths = ("fast",) if dtype == "float32" and batch == 1 else ("plain", "fast")
             sections += [profile_path(loaded, path, batch, new_tokens) for path in paths]
+    if with_adapters is not None:
+        mixed = [f"lora{index % 4}" for index in range(16)]
+        for names in (["__base__"] * 16, mixed):
+            sections.append(profile_path(with_adapters, "fast", 16, new_tokens, names))
     load = os.getloadavg()
     header = (
         f"Default model (SmolLM2-135M-Instruct), greedy, {new_tokens} new tokens per row. "

@@ -14,6 +14,15 @@ adapters that rows of the batch use are stacked. Layers that read the same input
 gate/up) are served together: their ``A`` rows stacked, their ``B`` block-diagonal, so the
 term of the whole group is the same two products, added to the group's fused output.
 
+What a step does not redo (bench/decode.py's profile, docs/decode.md): a group's stacked
+weights (converted to the activations' dtype and, for bf16 on CPU, packed for oneDNN as
+``packed_linear`` does, for the decode steps' products) are kept process-wide per set of
+adapters (``STACKED_LORA``), so a new batch, or rows joining with another mix of adapters,
+reuses them while the adapters' weights are unchanged (the bank was rebuilt, about 75 ms of
+concatenations and zero-fills at one thread for the 135M model, for every batch and every
+change of the set of adapters in a running batch); ``M`` is made once per batch composition
+(``set_rows``) and layout, not per step and layer.
+
 Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsandbytes variants).
 ``LoraBank.blocker`` names anything else (DoRA and other variants, LoRA biases, merged adapters,
 ``modules_to_save``, other tuners), and the caller decodes with peft instead.
@@ -21,10 +30,14 @@ Supported: vanilla LoRA on linear layers (peft's ``lora.Linear`` and its bitsand
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from tuneforge.generation.packed_linear import packing_supported
 
 _LINEAR_CLASSES = {"Linear", "Linear8bitLt", "Linear4bit"}  # peft.tuners.lora(.bnb) layers
 
@@ -47,21 +60,119 @@ def lora_layers(model) -> list[tuple[str, nn.Module]]:
 
 @dataclass
 class _Layout:
-    """Where each adapter's rank block sits in one layer's ``R`` columns."""
+    """Where each adapter's rank block sits in one group's ``R`` columns."""
 
     blocks: tuple[tuple[str, int, int, float], ...]  # (adapter, start, stop, scaling)
     width: int  # R
 
     def mask(self, row_adapters: list[tuple[str, ...]], device, dtype) -> torch.Tensor | None:
-        """``M`` for these rows (``[rows, R]``), or None when no row uses an adapter here."""
-        mask = torch.zeros((len(row_adapters), self.width), device=device, dtype=dtype)
+        """``M`` for these rows (``[rows, 1, R]``), or None when no row uses an adapter here."""
+        mask = torch.zeros((len(row_adapters), 1, self.width), device=device, dtype=dtype)
         used = False
         for row, adapters in enumerate(row_adapters):
             for adapter, start, stop, scaling in self.blocks:
                 if adapter in adapters:
-                    mask[row, start:stop] = scaling
+                    mask[row, 0, start:stop] = scaling
                     used = True
         return mask if used else None
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """A layer group's adapters side by side, in the activations' dtype."""
+
+    a: torch.Tensor  # A_cat [R, in]
+    b: torch.Tensor  # B_cat [sum of out_features, R], block-diagonal over the group's layers
+    a_packed: torch.Tensor | None  # the same, packed for oneDNN (bf16 on CPU), else None
+    b_packed: torch.Tensor | None
+    layout: _Layout
+
+
+class StackedLora:
+    """Stacked adapter weights per layer group, made on first use and reused while the
+    adapters' weights and scalings are unchanged (held weakly per group, as ``PackedLinears``).
+
+    A group keeps its last ``sets_per_group`` sets of adapters (a server cycles through a few
+    mixes as rows join and leave).
+    """
+
+    def __init__(self, sets_per_group: int = 16) -> None:
+        self.sets_per_group = sets_per_group
+        # first layer of a group -> {(group, adapters, dtype): (sources, stacked)}
+        self._held: weakref.WeakKeyDictionary[nn.Module, OrderedDict] = weakref.WeakKeyDictionary()
+
+    def stacked(
+        self, group: tuple[nn.Module, ...], adapters: tuple[str, ...], dtype: torch.dtype
+    ) -> _Stacked | None:
+        """The stacked adapters ``adapters`` of the LoRA layers ``group`` (which read the same
+        input) in ``dtype``; None when none of them adapts a layer of the group."""
+        sources = _sources(group, adapters)
+        held = self._held.setdefault(group[0], OrderedDict())
+        key = (tuple(id(layer) for layer in group), adapters, dtype)
+        found = held.get(key)
+        if found is not None and _same_sources(found[0], sources):
+            held.move_to_end(key)
+            return found[1]
+        stacked = _stack(group, adapters, dtype)
+        held[key] = (sources, stacked)
+        held.move_to_end(key)
+        while len(held) > self.sets_per_group:
+            held.popitem(last=False)
+        return stacked
+
+
+def _sources(group: tuple[nn.Module, ...], adapters: tuple[str, ...]) -> tuple:
+    """What a group's stacked weights are made of: each adapter's weights (the tensors and
+    their in-place versions) and scaling, per layer."""
+    parts = []
+    for layer in group:
+        for name in adapters:
+            if isinstance(getattr(layer, "lora_A", None), nn.ModuleDict) and name in layer.lora_A:
+                a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+                parts.append((a, a._version, b, b._version, float(layer.scaling[name])))
+    return tuple(parts)
+
+
+def _same_sources(held: tuple, now: tuple) -> bool:
+    """Whether ``now`` is the same tensors, unchanged in place, with the same scalings."""
+    return len(held) == len(now) and all(
+        h[0] is n[0] and h[2] is n[2] and (h[1], h[3], h[4]) == (n[1], n[3], n[4])
+        for h, n in zip(held, now, strict=True)
+    )
+
+
+def _stack(group: tuple[nn.Module, ...], adapters: tuple[str, ...], dtype) -> _Stacked | None:
+    """``A_cat``, the block-diagonal ``B_cat`` and the layout of a group's adapters."""
+    outs = [layer.out_features for layer in group]
+    a_parts, b_parts, blocks, width, offset = [], [], [], 0, 0
+    for layer, out in zip(group, outs, strict=True):
+        lora_a = getattr(layer, "lora_A", None)
+        present = [name for name in adapters if lora_a is not None and name in lora_a]
+        for name in present:
+            a = layer.lora_A[name].weight.detach()
+            b = layer.lora_B[name].weight.detach()
+            b_full = b.new_zeros((sum(outs), a.shape[0]))
+            b_full[offset : offset + out] = b
+            a_parts.append(a)
+            b_parts.append(b_full)
+            blocks.append((name, width, width + a.shape[0], float(layer.scaling[name])))
+            width += a.shape[0]
+        offset += out
+    if not a_parts:
+        return None
+    # peft keeps LoRA weights in fp32; computing the term in the activations' dtype (bf16 on
+    # a bf16 base) saves two conversions per layer and runs the products in bf16.
+    a_cat = torch.cat(a_parts).to(dtype)
+    b_cat = torch.cat(b_parts, dim=1).to(dtype)
+    a_packed = b_packed = None
+    if packing_supported(a_cat):
+        a_packed = torch.ops.mkldnn._reorder_linear_weight(a_cat, 1)
+        b_packed = torch.ops.mkldnn._reorder_linear_weight(b_cat, 1)
+    return _Stacked(a_cat, b_cat, a_packed, b_packed, _Layout(tuple(blocks), width))
+
+
+STACKED_LORA = StackedLora()
+"""The process's stacked adapter weights (small: the adapters' own size per set of adapters)."""
 
 
 class LoraBank:
@@ -74,24 +185,11 @@ class LoraBank:
 
     def __init__(self, model, adapters: tuple[str, ...]) -> None:
         self.adapters = adapters
-        # layer -> (A_cat [R, in], B_cat [out, R], layout), or None where no row's adapter
-        # adapts that layer (it then runs its base layer alone, whatever peft's active adapter)
-        self.layers: dict[nn.Module, tuple[torch.Tensor, torch.Tensor, _Layout] | None] = {}
-        for _, layer in lora_layers(peft_base_model(model)):
-            present = [name for name in adapters if name in layer.lora_A]
-            if not present:
-                self.layers[layer] = None
-                continue
-            blocks, start = [], 0
-            for name in present:
-                rank = layer.lora_A[name].weight.shape[0]
-                blocks.append((name, start, start + rank, float(layer.scaling[name])))
-                start += rank
-            a_cat = torch.cat([layer.lora_A[name].weight.detach() for name in present])
-            b_cat = torch.cat([layer.lora_B[name].weight.detach() for name in present], dim=1)
-            self.layers[layer] = (a_cat, b_cat, _Layout(tuple(blocks), start))
-        self._groups: dict[tuple[nn.Module, ...], tuple | None] = {}
+        # group -> its stacked adapters (None: no row's adapter adapts it), from STACKED_LORA
+        self._groups: dict[tuple[nn.Module, ...], _Stacked | None] = {}
+        # M per layout (layers of one kind share theirs) and per group, for the rows set
         self._masks: dict[tuple, torch.Tensor | None] = {}
+        self._group_masks: dict[tuple[nn.Module, ...], torch.Tensor | None] = {}
         self._rows: list[tuple[str, ...]] = []
 
     @staticmethod
@@ -128,62 +226,57 @@ class LoraBank:
         if row_adapters != self._rows:
             self._rows = list(row_adapters)
             self._masks.clear()
+            self._group_masks.clear()
 
     def delta(self, group: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
-        """The LoRA term of the layers ``group`` (which all read ``x``, ``[rows, q, in]``) for
-        the rows set by ``set_rows``: ``[rows, q, sum of their out_features]``, the layers'
+        """The LoRA term of the layers ``group`` (which all read ``x``, ``[rows, ..., in]``) for
+        the rows set by ``set_rows``: ``[rows, ..., sum of their out_features]``, the layers'
         terms side by side in ``x``'s dtype; None when no row's adapter adapts them."""
-        terms = self._terms(group, x)
-        if terms is None:
+        if self._group_mask(group, x) is None:
             return None
-        mixed, b_cat = terms
-        return (mixed @ b_cat.t()).view(*x.shape[:-1], b_cat.shape[0])
+        out = x.new_zeros(*x.shape[:-1], self._groups[group].b.shape[0])
+        self.add_delta(group, x, out)
+        return out
 
     def add_delta(self, group: tuple[nn.Module, ...], x: torch.Tensor, out: torch.Tensor) -> None:
-        """``out += delta(group, x)`` in place (``out``: the group's contiguous base output), the
-        second product and the sum in one kernel."""
-        terms = self._terms(group, x)
-        if terms is not None:
-            mixed, b_cat = terms
-            out.view(-1, out.shape[-1]).addmm_(mixed, b_cat.t())
-
-    def _terms(self, group: tuple[nn.Module, ...], x: torch.Tensor):
-        """``(((x · A_catᵀ) ⊙ M) as [rows * q, R], B_cat)`` in ``x``'s dtype, or None."""
-        if group not in self._groups:
-            self._groups[group] = self._stack(group)
-        stacked = self._groups[group]
-        if stacked is None:
-            return None
-        a_cat, b_cat, layout = stacked
-        if a_cat.dtype != x.dtype:
-            # peft keeps LoRA weights in fp32; computing the term in the activations' dtype
-            # (bf16 on a bf16 base) saves two conversions and runs the products in bf16.
-            a_cat, b_cat = a_cat.to(x.dtype), b_cat.to(x.dtype)
-            self._groups[group] = (a_cat, b_cat, layout)
-        if layout.blocks not in self._masks:
-            self._masks[layout.blocks] = layout.mask(self._rows, x.device, x.dtype)
-        mask = self._masks[layout.blocks]
+        """``out += delta(group, x)`` in place (``out``: the group's contiguous base output)."""
+        mask = self._group_masks.get(group, False)
+        if mask is False:
+            mask = self._group_mask(group, x)
         if mask is None:
-            return None
-        # x: [rows, q, in] -> [rows, q, R] -> keep each row's own blocks
-        mixed = torch.matmul(x, a_cat.t()) * mask[:, None, :]
-        return mixed.view(-1, mixed.shape[-1]), b_cat
+            return
+        stacked = self._groups[group]
+        if stacked.a_packed is not None and x.dim() == 3 and x.shape[1] == 1:
+            # A decode step (one token per row): packed products, four kernels, no reshaping
+            # (each kernel costs a few µs, 120 groups per step). Prefills run plain products:
+            # faster there (400 tokens, 4 adapters, r=8: 1564 vs 2118 µs per layer), and a
+            # packed product's result for a row can depend on how many rows it is computed
+            # with at prefill sizes (bf16, K=12 N=64: 90 rows vs one at a time), which would
+            # let a row's greedy answer change with its batch (tests/serve/
+            # test_engine_continuous.py)
+            product = torch.ops.mkldnn._linear_pointwise(x, stacked.a_packed, None, "none", [], "")
+            out.add_(
+                torch.ops.mkldnn._linear_pointwise(
+                    product * mask, stacked.b_packed, None, "none", [], ""
+                )
+            )
+            return
+        rows_x = x.view(mask.shape[0], -1, x.shape[-1])  # [rows, tokens per row, in]
+        mixed = torch.matmul(rows_x, stacked.a.t()) * mask
+        # the second product and the sum in one kernel
+        out.view(-1, out.shape[-1]).addmm_(mixed.view(-1, mixed.shape[-1]), stacked.b.t())
 
-    def _stack(self, group: tuple[nn.Module, ...]):
-        """``(A [R, in], B [sum of out_features, R] block-diagonal, layout)`` of a group."""
-        outs = [layer.out_features for layer in group]
-        a_parts, b_parts, blocks, width, offset = [], [], [], 0, 0
-        for layer, out in zip(group, outs, strict=True):
-            stacked = self.layers.get(layer)
-            if stacked is not None:
-                a_cat, b_cat, layout = stacked
-                b_full = b_cat.new_zeros((sum(outs), layout.width))
-                b_full[offset : offset + out] = b_cat
-                a_parts.append(a_cat)
-                b_parts.append(b_full)
-                blocks += [(name, width + a, width + b, k) for name, a, b, k in layout.blocks]
-                width += layout.width
-            offset += out
-        if not a_parts:
-            return None
-        return torch.cat(a_parts), torch.cat(b_parts, dim=1), _Layout(tuple(blocks), width)
+    def _group_mask(self, group: tuple[nn.Module, ...], x: torch.Tensor) -> torch.Tensor | None:
+        """``M`` of a group for the rows set (``[rows, 1, R]``), None when no row uses it;
+        looks the group's stacked adapters up on first use, makes ``M`` once per layout."""
+        if group not in self._groups:
+            self._groups[group] = STACKED_LORA.stacked(group, self.adapters, x.dtype)
+        stacked = self._groups[group]
+        mask = None
+        if stacked is not None:
+            key = stacked.layout.blocks
+            if key not in self._masks:
+                self._masks[key] = stacked.layout.mask(self._rows, x.device, x.dtype)
+            mask = self._masks[key]
+        self._group_masks[group] = mask
+        return mask
