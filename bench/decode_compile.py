@@ -1,14 +1,16 @@
 """Does compiling the lean forward's decoder layer remove the per-token overhead? (issue 18)
 
 An experiment, not a path of the package: it measures a batch-1 bf16 decode step of the
-default model with the layers of ``LlamaForward`` run three ways, interleaved in one process:
+default model with the layers of ``LlamaForward`` run two ways, interleaved in one process:
 
 - ``eager``: the package's lean forward as it is;
 - ``compiled``: one decoder layer as a function of its weights (every layer shares one graph,
   no weight is frozen), ``torch.compile`` (inductor), static shapes: attention reads every
-  column of the slot under a mask, so the growing cache does not recompile every step;
-- ``direct``: the same inductor-compiled layer called without dynamo's per-call guards (the
-  callable captured from a compile backend).
+  column of the slot under a mask, so the growing cache does not recompile every step.
+
+Not done: calling inductor's compiled layer without dynamo's per-call guards (about 110 µs a
+call here, 3.4 ms a step of 30 layers); capturing the callable from a compile backend and
+calling it with the layer's arguments failed on an input-shape assertion (placeholder order).
 
 Inductor only accepts a packed oneDNN weight as a frozen constant
 (``torch/_inductor/mkldnn_lowerings.py``: ``assert w.get_name() in V.graph.constants``), so the
@@ -68,7 +70,7 @@ def cpu_seconds() -> float:
 class CompiledLayers:
     """``LlamaForward.hidden`` for batch-1 decode steps with the layer body compiled."""
 
-    def __init__(self, forward, direct: bool) -> None:
+    def __init__(self, forward) -> None:
         from tuneforge.generation.llama_forward import rms_norm, rotate
 
         first = forward.layers[0]
@@ -105,19 +107,8 @@ class CompiledLayers:
             )
             for one in forward.layers
         ]
-        self.captured = None
-        self.direct = direct
-        self.compiled = torch.compile(layer, backend=self._backend, dynamic=False, fullgraph=True)
+        self.compiled = torch.compile(layer, dynamic=False, fullgraph=True)
         self.first_call: tuple[float, float] | None = None  # (CPU s, wall s)
-
-    def _backend(self, graph, example_inputs):
-        from torch._inductor.compile_fx import compile_fx
-
-        names = [node.name for node in graph.graph.nodes if node.op == "placeholder"]
-        if len(names) != 13:  # the layer's 13 tensors, lifted in order: callable directly
-            raise RuntimeError(f"unexpected graph inputs {names}")
-        self.captured = compile_fx(graph, example_inputs)
-        return self.captured
 
     def hidden(self, input_ids, cache):
         from tuneforge.generation.llama_forward import rotary_tables
@@ -129,10 +120,7 @@ class CompiledLayers:
         started = (cpu_seconds(), time.perf_counter()) if self.first_call is None else None
         for index, weights in enumerate(self.weights):
             args = (x, cos, sin, cache._write_index, cache.keys[index], cache.values[index], mask)
-            if self.direct and self.captured is not None:
-                x = self.captured(*args, *weights)[0]
-            else:
-                x = self.compiled(*args, *weights)
+            x = self.compiled(*args, *weights)
         if started is not None:
             self.first_call = (cpu_seconds() - started[0], time.perf_counter() - started[1])
         return x
@@ -144,7 +132,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stub", action="store_true", help="products replaced by empty outputs")
-    parser.add_argument("--variants", nargs="+", default=["eager", "compiled", "direct"])
+    parser.add_argument("--variants", nargs="+", default=["eager", "compiled"])
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="tuneforge cache root")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -167,7 +155,7 @@ def main() -> None:
         decoding.join(model, [Row(prompt_ids(tokenizer, chat_messages(PROMPT)), settings)])
         forward = next(iter(decoding._forwards.values()))[0]
         if variant != "eager":
-            layers[variant] = CompiledLayers(forward, direct=variant == "direct")
+            layers[variant] = CompiledLayers(forward)
         if args.stub:
             for group in list(forward._products):
                 if variant == "eager" or group is forward.head:
