@@ -159,7 +159,7 @@ def test_run_arms_asks_every_arm_once_per_task_with_its_model_and_prompt(monkeyp
                 row_processor=lambda: ("grammar", self.model, schema["required"])
             )
 
-    monkeypatch.setattr("tuneforge.evaluate.runner.chat_row", fake_row)
+    monkeypatch.setattr("tuneforge.generation.chat_row", fake_row)
     monkeypatch.setattr("tuneforge.generation.generate_rows", fake_generate_rows)
     monkeypatch.setattr(
         "tuneforge.generation.JsonSchemaCompiler.for_model", lambda model, tok: FakeCompiler(model)

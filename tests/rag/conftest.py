@@ -101,7 +101,7 @@ def record_prompts(monkeypatch):
             return [fake_generate(model, tokenizer, messages) for messages in rows]
 
         monkeypatch.setattr("tuneforge.generation.generate", fake_generate)
-        monkeypatch.setattr("tuneforge.evaluate.runner.chat_row", fake_row)
+        monkeypatch.setattr("tuneforge.generation.chat_row", fake_row)
         monkeypatch.setattr("tuneforge.generation.generate_rows", fake_generate_rows)
         return seen
 

@@ -207,19 +207,9 @@ class BatchResponder:
         return [plan.finish(None if plan.row is None else next(replies)) for plan in plans]
 
 
-def chat_row(tokenizer, messages: list[dict], settings=None, logits_processor=None):
-    """The ``tuneforge.generation.Row`` of a chat prompt (what ``generate`` decodes)."""
-    from tuneforge.generation import GenerationSettings, Row, prompt_ids
-
-    return Row(
-        prompt_ids(tokenizer, messages),
-        settings or GenerationSettings(),
-        logits_processor=logits_processor,
-    )
-
-
 def chat_plan(tokenizer, messages: list[dict], settings=None, logits_processor=None) -> Plan:
     """The plan of a reply from the model alone: its row, and the reply as a Response."""
+    from tuneforge.generation import chat_row
 
     def finish(reply) -> Response:
         text = reply.text.strip()
@@ -271,6 +261,7 @@ def rag_responder(
         client_system: system text for items without their own (e.g. the one a RAFT adapter
             was trained with, ``tuneforge.rag.raft.trained_prompt``).
     """
+    from tuneforge.generation import chat_row
     from tuneforge.rag import answer_from, retrieve_prompt
 
     def plan(item: dict) -> Plan:

@@ -20,7 +20,13 @@ from tuneforge.generation.constrained import (
     read_json_schema,
     validate_json_schema,
 )
-from tuneforge.generation.decoding import generate, generate_rows, group_rows, new_batch_decoder
+from tuneforge.generation.decoding import (
+    chat_row,
+    generate,
+    generate_rows,
+    group_rows,
+    new_batch_decoder,
+)
 from tuneforge.generation.prompts import chat_messages, prompt_ids
 from tuneforge.generation.row_progress import GrammarProcessor, Row, RowLogitsProcessor
 from tuneforge.generation.settings import GenerationSettings, Reply
@@ -38,6 +44,7 @@ __all__ = [
     "RowLogitsProcessor",
     "SchemaError",
     "chat_messages",
+    "chat_row",
     "fast_path_blocker",
     "generate",
     "generate_rows",

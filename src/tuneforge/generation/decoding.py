@@ -259,10 +259,30 @@ def generate(
         logits_processor: the row's ``Row.logits_processor`` (e.g. a JSON schema's
             ``JsonGrammar.row_processor()``); None decodes freely.
     """
-    row = Row(
+    row = chat_row(tokenizer, messages, settings, logits_processor, on_text)
+    return generate_rows(model, tokenizer, [row])[0]
+
+
+def chat_row(
+    tokenizer,
+    messages: list[dict],
+    settings: GenerationSettings | None = None,
+    logits_processor: RowLogitsProcessor | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> Row:
+    """The row of a chat prompt (chat template applied), as :func:`generate` decodes it; for
+    callers that decode many conversations in one :func:`generate_rows` call (evaluation).
+
+    Args:
+        tokenizer: the model's tokenizer.
+        messages: chat messages ending with a user turn.
+        settings: sampling settings (default: greedy, 256 new tokens).
+        logits_processor: the row's ``Row.logits_processor``; None decodes freely.
+        on_text: the row's streaming callback.
+    """
+    return Row(
         prompt_ids(tokenizer, messages),
         settings or GenerationSettings(),
         on_text=on_text,
         logits_processor=logits_processor,
     )
-    return generate_rows(model, tokenizer, [row])[0]
