@@ -1,11 +1,13 @@
 """Evaluation answers in batches vs one question at a time: the answering of ``tuneforge compare``.
 
 ``evaluate`` (and so ``eval`` and ``compare``) used to answer its items one at a time; it now
-decodes them 16 at a time through the one decoding path. This bench runs the workloads of
-``tuneforge compare --budget quick`` on the default model, both ways, in one process, rounds
-interleaved, and reports wall seconds, the speed-up, and whether the replies changed:
+decodes them 16 at a time through the one decoding path. This bench runs workloads the size
+and kind of ``tuneforge compare --budget quick``'s on the default model (the first bundled
+questions rather than compare's held-out draw), both ways, in one process, rounds interleaved,
+and reports wall seconds, the speed-up, and whether the replies changed:
 
-- the knowledge questions with retrieval (``base+rag``: the bundled store, 3 sources each);
+- 16 answerable and 6 unanswerable knowledge questions with retrieval (``base+rag``: the
+  bundled store, 3 sources each);
 - the same questions and the general questions without retrieval (``base``);
 - the JSON order prompts under the order schema (``base+constrained``).
 
