@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from tuneforge.progress import Progress, track
+from tuneforge.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -66,12 +66,6 @@ def test_a_terminal_gets_the_live_bar_and_disabled_shows_nothing():
     with Progress("train", total=3, stream=quiet, enabled=False) as progress:
         progress.update(3)
     assert quiet.getvalue() == ""
-
-
-def test_track_counts_a_list():
-    log = io.StringIO()
-    assert list(track(["a", "b"], "evaluating", stream=log)) == ["a", "b"]
-    assert log.getvalue().splitlines()[-1].startswith("evaluating: 2/2 items (100%)")
 
 
 def test_set_postfix_names_the_current_file_without_counting():

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 LOG_INTERVAL_S = 30.0
-
-T = TypeVar("T")
 
 
 class Progress:
@@ -121,17 +118,6 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def track(
-    items: Iterable[T], desc: str, unit: str = "item", *, enabled: bool = True, stream=None
-) -> Iterator[T]:
-    """Yield ``items``, counting them with a ``Progress`` (total from ``len`` when known)."""
-    total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-    with Progress(desc, total, unit, enabled=enabled, stream=stream) as progress:
-        for item in items:
-            yield item
-            progress.update(1)
 
 
 def _is_terminal(stream) -> bool:

@@ -109,6 +109,18 @@ def test_a_plain_callable_responder_is_asked_one_item_at_a_time(tiny):
     assert result.metrics["contains_answer"] == 0.5
 
 
+def test_progress_counts_the_items_of_each_batch(tiny, capsys):
+    model, tokenizer = tiny
+
+    def responder(item):
+        return Response("1987", 0.1)
+
+    evaluate(
+        model, tokenizer, QUESTIONS[:2], ["contains_answer"], responder=responder, progress=True
+    )
+    assert capsys.readouterr().err.splitlines()[-1].startswith("evaluating: 2/2 items (100%)")
+
+
 def test_a_batch_size_below_one_is_refused(tiny):
     model, tokenizer = tiny
     with pytest.raises(ConfigError, match="batch size 0: must be at least 1"):
