@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tuneforge.generation.packed_linear import packing_supported
+from tuneforge.generation.packed_linear import pack_weight, packed_linear, packing_supported
 
 _LINEAR_CLASSES = {"Linear", "Linear8bitLt", "Linear4bit"}  # peft.tuners.lora(.bnb) layers
 
@@ -166,8 +166,7 @@ def _stack(group: tuple[nn.Module, ...], adapters: tuple[str, ...], dtype) -> _S
     b_cat = torch.cat(b_parts, dim=1).to(dtype)
     a_packed = b_packed = None
     if packing_supported(a_cat):
-        a_packed = torch.ops.mkldnn._reorder_linear_weight(a_cat, 1)
-        b_packed = torch.ops.mkldnn._reorder_linear_weight(b_cat, 1)
+        a_packed, b_packed = pack_weight(a_cat), pack_weight(b_cat)
     return _Stacked(a_cat, b_cat, a_packed, b_packed, _Layout(tuple(blocks), width))
 
 
@@ -254,12 +253,8 @@ class LoraBank:
             # with at prefill sizes (bf16, K=12 N=64: 90 rows vs one at a time), which would
             # let a row's greedy answer change with its batch (tests/serve/
             # test_engine_continuous.py)
-            product = torch.ops.mkldnn._linear_pointwise(x, stacked.a_packed, None, "none", [], "")
-            out.add_(
-                torch.ops.mkldnn._linear_pointwise(
-                    product * mask, stacked.b_packed, None, "none", [], ""
-                )
-            )
+            product = packed_linear(x, stacked.a_packed)
+            out.add_(packed_linear(product * mask, stacked.b_packed))
             return
         rows_x = x.view(mask.shape[0], -1, x.shape[-1])  # [rows, tokens per row, in]
         mixed = torch.matmul(rows_x, stacked.a.t()) * mask

@@ -36,6 +36,18 @@ def packing_supported(weight: torch.Tensor) -> bool:
     )
 
 
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (``[out, in]``, :func:`packing_supported`) in oneDNN's blocked layout, once."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+
+
+def packed_linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` with the weight packed by :func:`pack_weight`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 class PackedLinears:
     """Packed weights, made on first use and reused while the layers' weights are unchanged.
 
@@ -70,12 +82,12 @@ class PackedLinears:
                         for layer in layers
                     ]
                 )
-            held = (identity, torch.ops.mkldnn._reorder_linear_weight(weight, 1), bias)
+            held = (identity, pack_weight(weight), bias)
             self._packed[layers[0]] = held
         _, packed, bias = held
 
         def packed_product(x: torch.Tensor) -> torch.Tensor:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+            return packed_linear(x, packed, bias)
 
         return packed_product
 
