@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from train_cli import train_argv
 
 from tuneforge.cli import main
 from tuneforge.errors import ConfigError
@@ -14,14 +15,6 @@ from tuneforge.train import load_config
 from tuneforge.train.metrics import read_metrics
 
 PREFERENCE_METRICS = ("reward_margin", "preference_accuracy", "chosen_logps", "rejected_logps")
-
-
-def _args(model_dir, data, out, *extra) -> list[str]:
-    return [
-        "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
-        "--batch-size", "4", "--max-length", "128", "--lr", "1e-3", "--no-progress",
-        "--num-threads", "1", *extra,
-    ]  # fmt: skip
 
 
 def _steps(out) -> list[dict]:
@@ -39,7 +32,7 @@ def test_a_preference_run_logs_its_metrics_and_saves_its_output(
         "--objective", objective, "--method", method, "--max-steps", "4", "--val-fraction",
         "0.1", "--eval-every", "2", "--progress",
     )  # fmt: skip
-    assert main(_args(tiny_model_dir, preference_data, out, *extra)) == 0
+    assert main(train_argv(tiny_model_dir, preference_data, out, *extra)) == 0
     steps = _steps(out)
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     for record in steps:
@@ -79,9 +72,11 @@ def test_resume_mid_run_continues_with_the_losses_of_an_uninterrupted_run(
 ):
     common = (*extra, "--schedule", "constant", "--warmup-ratio", "0", "--seed", "3")
     whole = tmp_path / "whole"
-    assert main(_args(tiny_model_dir, preference_data, whole, *common, "--max-steps", "5")) == 0
+    assert (
+        main(train_argv(tiny_model_dir, preference_data, whole, *common, "--max-steps", "5")) == 0
+    )
     cut = tmp_path / "cut"
-    first = _args(tiny_model_dir, preference_data, cut, *common, "--save-every", "1")
+    first = train_argv(tiny_model_dir, preference_data, cut, *common, "--save-every", "1")
     assert main([*first, "--max-steps", "2"]) == 0
     assert main([*first, "--max-steps", "5", "--resume"]) == 0
     expected, got = _steps(whole), _steps(cut)
@@ -98,7 +93,9 @@ def test_full_dpo_with_a_frozen_copy_equals_precomputed_log_probs(
     for reference in ("copy", "precomputed"):
         out = tmp_path / reference
         extra = ("--objective", "dpo", "--method", "full", "--reference", reference)
-        assert main(_args(tiny_model_dir, preference_data, out, *extra, "--max-steps", "3")) == 0
+        assert (
+            main(train_argv(tiny_model_dir, preference_data, out, *extra, "--max-steps", "3")) == 0
+        )
         runs[reference] = _steps(out)
         assert json.loads((out / "summary.json").read_text())["reference"] == reference
     for copied, precomputed in zip(runs["copy"], runs["precomputed"], strict=True):
@@ -109,13 +106,13 @@ def test_dpo_starts_from_an_sft_adapter_which_is_also_its_reference(
     tiny_model_dir, chat_data, preference_data, tmp_path, capsys
 ):
     sft = tmp_path / "sft"
-    assert main(_args(tiny_model_dir, chat_data, sft, "--max-steps", "6", "--lr", "5e-3")) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, sft, "--max-steps", "6", "--lr", "5e-3")) == 0
     fresh, started = tmp_path / "fresh", tmp_path / "started"
     dpo = ("--objective", "dpo", "--max-steps", "1")
-    assert main(_args(tiny_model_dir, preference_data, fresh, *dpo)) == 0
+    assert main(train_argv(tiny_model_dir, preference_data, fresh, *dpo)) == 0
     assert (
         main(
-            _args(
+            train_argv(
                 tiny_model_dir,
                 preference_data,
                 started,
@@ -135,7 +132,7 @@ def test_dpo_starts_from_an_sft_adapter_which_is_also_its_reference(
     # A starting adapter of another shape is refused before the model loads.
     capsys.readouterr()
     other = tmp_path / "other"
-    args = _args(tiny_model_dir, preference_data, other, *dpo, "--lora-r", "4")
+    args = train_argv(tiny_model_dir, preference_data, other, *dpo, "--lora-r", "4")
     assert main([*args, "--init-adapter", str(sft / "adapter")]) == 2
     error = capsys.readouterr().err
     assert "was trained with another LoRA shape than this run's (lora_r 4)" in error
@@ -157,10 +154,10 @@ def test_bad_pairs_fail_at_their_line_before_the_model_loads(
     record["rejected"] = record["chosen"]
     bad.write_text("\n".join([*lines[:2], json.dumps(record), *lines[3:]]) + "\n")
     out = tmp_path / "run"
-    assert main(_args(tiny_model_dir, bad, out, "--objective", "dpo")) == 2
+    assert main(train_argv(tiny_model_dir, bad, out, "--objective", "dpo")) == 2
     assert f"{bad}:3: 'chosen' and 'rejected' are identical" in capsys.readouterr().err
     # Pairs given to supervised training, and chats to preference training, likewise.
-    assert main(_args(tiny_model_dir, preference_data, out, "--objective", "sft")) == 2
+    assert main(train_argv(tiny_model_dir, preference_data, out, "--objective", "sft")) == 2
     assert f"{preference_data}:1: a preference record" in capsys.readouterr().err
     assert not out.exists()
 

@@ -11,17 +11,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from train_cli import train_argv
 
 from tuneforge.cli import main
 from tuneforge.train.metrics import read_metrics
-
-
-def _args(model_dir, data, out, *extra) -> list[str]:
-    return [
-        "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
-        "--batch-size", "4", "--max-length", "128", "--lr", "1e-3", "--no-progress",
-        "--num-threads", "1", *extra,
-    ]  # fmt: skip
 
 
 def _files(folder) -> dict[str, bytes]:
@@ -32,7 +25,10 @@ def _files(folder) -> dict[str, bytes]:
 def stopped_run(tiny_model_dir, chat_data, tmp_path_factory):
     """A run of 4 planned steps stopped after 2 (its checkpoint at step 2 and no summary)."""
     out = tmp_path_factory.mktemp("stopped") / "run"
-    assert main(_args(tiny_model_dir, chat_data, out, "--max-steps", "2", "--save-every", "1")) == 0
+    assert (
+        main(train_argv(tiny_model_dir, chat_data, out, "--max-steps", "2", "--save-every", "1"))
+        == 0
+    )
     (out / "summary.json").unlink()  # as a run killed after its step-2 checkpoint leaves it
     shutil.rmtree(out / "adapter")
     return out
@@ -61,7 +57,9 @@ def test_resume_refuses_a_changed_setting_naming_it(
     other = tmp_path / "other.jsonl"
     other.write_bytes(chat_data.read_bytes())
     change = tuple(str(other) if value == "OTHER" else value for value in change)
-    args = _args(tiny_model_dir, chat_data, run, "--max-steps", "4", "--save-every", "1", *change)
+    args = train_argv(
+        tiny_model_dir, chat_data, run, "--max-steps", "4", "--save-every", "1", *change
+    )
     assert main([*args, "--resume"]) == 2
     error = capsys.readouterr().err
     assert named in error and str(run / "config.yaml") in error
@@ -75,11 +73,11 @@ def test_resume_refuses_data_whose_content_changed(
     data = tmp_path / "train.jsonl"
     data.write_bytes(chat_data.read_bytes())
     run = tmp_path / "run"
-    assert main(_args(tiny_model_dir, data, run, "--max-steps", "2", "--save-every", "1")) == 0
+    assert main(train_argv(tiny_model_dir, data, run, "--max-steps", "2", "--save-every", "1")) == 0
     (run / "summary.json").unlink()
     lines = data.read_text().splitlines()
     data.write_text("\n".join(lines[1:]) + "\n")  # same path, one example fewer
-    assert main([*_args(tiny_model_dir, data, run, "--max-steps", "4"), "--resume"]) == 2
+    assert main([*train_argv(tiny_model_dir, data, run, "--max-steps", "4"), "--resume"]) == 2
     error = capsys.readouterr().err
     assert f"{data}: the data changed since the run started" in error
     assert "sha256" in error
@@ -87,7 +85,7 @@ def test_resume_refuses_data_whose_content_changed(
 
 def test_a_finished_run_says_so_instead_of_restarting(tiny_model_dir, chat_data, tmp_path, capsys):
     run = tmp_path / "run"
-    args = _args(tiny_model_dir, chat_data, run, "--max-steps", "3", "--save-every", "2")
+    args = train_argv(tiny_model_dir, chat_data, run, "--max-steps", "3", "--save-every", "2")
     assert main(args) == 0
     adapter = _files(run / "adapter")
     assert main([*args, "--resume"]) == 2
@@ -104,10 +102,10 @@ def test_extending_max_steps_continues_with_the_schedule_of_the_new_total(
     warmup): as if the run had been planned for 8 steps, and no step at lr 0.0."""
     common = ("--schedule", "cosine", "--warmup-ratio", "0", "--save-every", "0")
     extended, planned = tmp_path / "extended", tmp_path / "planned"
-    assert main(_args(tiny_model_dir, chat_data, extended, "--max-steps", "4", *common)) == 0
-    args = _args(tiny_model_dir, chat_data, extended, "--max-steps", "8", *common)
+    assert main(train_argv(tiny_model_dir, chat_data, extended, "--max-steps", "4", *common)) == 0
+    args = train_argv(tiny_model_dir, chat_data, extended, "--max-steps", "8", *common)
     assert main([*args, "--resume"]) == 0
-    assert main(_args(tiny_model_dir, chat_data, planned, "--max-steps", "8", *common)) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, planned, "--max-steps", "8", *common)) == 0
 
     def lrs(run):
         return {r["step"]: r["lr"] for r in read_metrics(run / "metrics.jsonl") if "lr" in r}

@@ -8,17 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from train_cli import train_argv
 
 from tuneforge.cli import main
 from tuneforge.train.metrics import read_metrics
-
-
-def _args(model_dir, data, out, *extra) -> list[str]:
-    return [
-        "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
-        "--batch-size", "4", "--max-length", "128", "--lr", "1e-3", "--no-progress",
-        "--num-threads", "1", *extra,
-    ]  # fmt: skip
 
 
 def test_lora_run_writes_every_output_and_refuses_overwrite(
@@ -26,7 +19,7 @@ def test_lora_run_writes_every_output_and_refuses_overwrite(
 ):
     out = tmp_path / "run"
     extra = ("--method", "lora", "--max-steps", "3", "--val-fraction", "0.1", "--packing")
-    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, out, *extra)) == 0
     printed = capsys.readouterr().out
     assert "trainable of" in printed
     assert "optimizer states" in printed and "activations" in printed
@@ -40,9 +33,9 @@ def test_lora_run_writes_every_output_and_refuses_overwrite(
     assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
     assert any("val_loss" in r for r in logged)
 
-    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 2
+    assert main(train_argv(tiny_model_dir, chat_data, out, *extra)) == 2
     assert "not empty; pass --force" in capsys.readouterr().err
-    assert main(_args(tiny_model_dir, chat_data, out, *extra, "--force")) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, out, *extra, "--force")) == 0
 
 
 def test_the_printed_plan_is_the_plan_of_the_run(tiny_model_dir, chat_data, tmp_path, capsys):
@@ -55,7 +48,7 @@ def test_the_printed_plan_is_the_plan_of_the_run(tiny_model_dir, chat_data, tmp_
     out = tmp_path / "run"
     extra = ("--max-steps", "1", "--dtype", "bfloat16", "--packing", "--grad-accum", "2",
              "--lora-r", "4", "--optimizer", "adamw_8bit")  # fmt: skip
-    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, out, *extra)) == 0
     printed = capsys.readouterr().out
     tokenizer = load_tokenizer(tiny_model_dir)
     data = DataConfig(path=str(chat_data), max_length=128)
@@ -77,12 +70,12 @@ def test_skip_invalid_is_the_option_the_reader_names(tiny_model_dir, chat_data, 
     data = tmp_path / "with_a_bad_line.jsonl"
     data.write_text(chat_data.read_text() + "{not json\n", encoding="utf-8")
     common = ("--max-steps", "1", "--format", "messages", "--truncation", "drop")
-    assert main(_args(tiny_model_dir, data, tmp_path / "a", *common)) == 2
+    assert main(train_argv(tiny_model_dir, data, tmp_path / "a", *common)) == 2
     error = capsys.readouterr().err
     assert f"{data}:65: invalid JSON" in error
     suggested = re.search(r"pass (--[a-z-]+) to skip it", error).group(1)
     assert suggested == "--skip-invalid"
-    assert main(_args(tiny_model_dir, data, tmp_path / "b", *common, suggested)) == 0
+    assert main(train_argv(tiny_model_dir, data, tmp_path / "b", *common, suggested)) == 0
     assert "invalid skipped: 1" in capsys.readouterr().out
     written = (tmp_path / "b" / "config.yaml").read_text()
     assert "skip_invalid: true" in written and "truncation: drop" in written
@@ -94,7 +87,7 @@ def test_an_old_flat_config_yaml_still_resumes(tiny_model_dir, chat_data, tmp_pa
 
     out = tmp_path / "run"
     extra = ("--max-steps", "2", "--save-every", "1", "--val-fraction", "0.1")
-    assert main(_args(tiny_model_dir, chat_data, out, *extra)) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, out, *extra)) == 0
     nested = yaml.safe_load((out / "config.yaml").read_text())
     data = nested.pop("data")
     old = {**nested, "data": data.pop("path"), "max_length": data.pop("max_length"),
@@ -112,7 +105,9 @@ def test_demo_data_names_resolve_on_the_command_line(tiny_model_dir, tmp_path):
 
     out = tmp_path / "demo"
     assert (
-        main(_args(tiny_model_dir, "demo:test", out, "--max-steps", "1", "--max-length", "1024"))
+        main(
+            train_argv(tiny_model_dir, "demo:test", out, "--max-steps", "1", "--max-length", "1024")
+        )
         == 0
     )
     written = yaml.safe_load((out / "config.yaml").read_text())
@@ -123,14 +118,17 @@ def test_full_run_saves_a_loadable_model(tiny_model_dir, chat_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "full"
-    assert main(_args(tiny_model_dir, chat_data, out, "--method", "full", "--max-steps", "2")) == 0
+    assert (
+        main(train_argv(tiny_model_dir, chat_data, out, "--method", "full", "--max-steps", "2"))
+        == 0
+    )
     assert (out / "model" / "model.safetensors").exists()
     assert (out / "model" / "tokenizer.json").exists()
     AutoModelForCausalLM.from_pretrained(out / "model")
 
 
 def test_resume_without_checkpoint_is_refused(tiny_model_dir, chat_data, tmp_path, capsys):
-    assert main(_args(tiny_model_dir, chat_data, tmp_path / "none", "--resume")) == 2
+    assert main(train_argv(tiny_model_dir, chat_data, tmp_path / "none", "--resume")) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
@@ -139,19 +137,19 @@ def test_a_failed_start_leaves_nothing_and_the_retry_needs_no_force(
 ):
     out = tmp_path / "run"
     missing = tmp_path / "missing.jsonl"
-    assert main(_args(tiny_model_dir, missing, out, "--max-steps", "1")) == 2
+    assert main(train_argv(tiny_model_dir, missing, out, "--max-steps", "1")) == 2
     assert f"{missing}: no such file or folder" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
     no_model = tmp_path / "no-model"
     no_model.mkdir()
-    assert main(_args(no_model, chat_data, out, "--max-steps", "1")) == 2
+    assert main(train_argv(no_model, chat_data, out, "--max-steps", "1")) == 2
     assert "not a model folder" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
-    assert main(_args(tiny_model_dir, chat_data, out, "--max-steps", "1")) == 0  # no --force
+    assert main(train_argv(tiny_model_dir, chat_data, out, "--max-steps", "1")) == 0  # no --force
     finished = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     # --force with a bad input does not wipe the run it would have replaced
-    assert main(_args(tiny_model_dir, missing, out, "--max-steps", "1", "--force")) == 2
+    assert main(train_argv(tiny_model_dir, missing, out, "--max-steps", "1", "--force")) == 2
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
 
 
@@ -164,7 +162,7 @@ def test_collapse_without_nan_stops_the_run(tiny64_dir, chat_data, tmp_path, cap
 
     out = tmp_path / "run"
     extra = ("--lr", "1e9", "--max-steps", "8", "--save-every", "1")
-    assert main(_args(tiny64_dir, chat_data, out, *extra)) == 2
+    assert main(train_argv(tiny64_dir, chat_data, out, *extra)) == 2
     error = capsys.readouterr().err
     assert "collapsed" in error and f"ln(400) = {math.log(400):.4f}" in error
     assert "Lower 'lr'" in error
@@ -184,7 +182,7 @@ def test_the_collapse_guard_lets_a_healthy_run_start_at_the_uniform_loss(
     from tuneforge.train.guards import CollapseWatch
 
     out = tmp_path / "run"
-    assert main(_args(tiny_model_dir, chat_data, out, "--max-steps", "4")) == 0
+    assert main(train_argv(tiny_model_dir, chat_data, out, "--max-steps", "4")) == 0
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     watch = CollapseWatch(vocab_size=400)
     assert abs(rows[0]["loss"] - watch.uniform_loss) <= watch.LOSS_TOLERANCE * watch.uniform_loss
