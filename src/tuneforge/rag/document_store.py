@@ -18,6 +18,7 @@ folder are removed, so repeated ingests never duplicate rows and never keep stal
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -346,7 +347,7 @@ class RagStore:
 
     def stats(self) -> StoreStats:
         """Counts, embedding model, chunk settings and size on disk."""
-        disk = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        disk = folder_bytes(self.folder)
         documents = self._vectors.documents().values()
         return StoreStats(
             folder=str(self.folder),
@@ -386,3 +387,19 @@ class RagStore:
         if self._reranker_ref and self._reranker is None:
             self._reranker = Reranker(self._reranker_ref)
         return retrieve(self._vectors, vector, query, top_k, mode, prefix, self._reranker)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder``, counted while an ingest may be writing there.
+
+    A concurrent writer (another ``rag ingest``) creates and renames temporary files; one that
+    vanishes between listing and ``stat`` is simply not counted, instead of failing the read.
+    """
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
