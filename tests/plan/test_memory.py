@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tuneforge.cli import main
 from tuneforge.errors import ConfigError
+from tuneforge.models.device import native_bf16
 from tuneforge.plan import estimate_memory, gib, load_model_config, parse_memory
 from tuneforge.plan.memory import _nf4_bytes
 
@@ -161,7 +163,8 @@ def test_cli_plan_speaks_the_tuning_vocabulary(capsys):
     assert "optimizer states (adamw_8bit)" in out and "FITS" not in out
     assert main([*args, "--device", "cpu", "--gpus", "2", "--gpu-memory", "80GB"]) == 0
     out = capsys.readouterr().out
-    assert "| float32 |" in out and "2 x cpu (ddp)" in out and "FITS: headroom" in out
+    cpu_dtype = "bfloat16" if native_bf16(torch.device("cpu")) else "float32"  # as train's run
+    assert f"| {cpu_dtype} |" in out and "2 x cpu (ddp)" in out and "FITS: headroom" in out
     with pytest.raises(SystemExit):
         main([*args, "--optimizer", "adamw8bit"])
     assert "invalid choice: 'adamw8bit'" in capsys.readouterr().err

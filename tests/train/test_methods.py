@@ -19,7 +19,7 @@ LINEARS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v
 
 
 def _config(model_dir, **kwargs) -> TrainConfig:
-    return TrainConfig(model=str(model_dir), progress=False, **kwargs)
+    return TrainConfig(model=str(model_dir), progress=False, **{"dtype": "float32", **kwargs})
 
 
 def test_lora_targets_every_linear_but_the_head(tiny_model_dir):

@@ -32,7 +32,7 @@ def _args(model_dir, data, out, method: str, *extra) -> list[str]:
         "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
         "--method", method, "--batch-size", "4", "--max-length", "128", "--lr", "1e-2",
         "--schedule", "constant", "--warmup-ratio", "0", "--val-fraction", "0.1",
-        "--no-progress", "--num-threads", "1", *extra,
+        "--dtype", "float32", "--no-progress", "--num-threads", "1", *extra,
     ]  # fmt: skip
 
 

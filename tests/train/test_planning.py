@@ -19,7 +19,8 @@ def _config(**values):
     [
         ("auto", "cuda", True, "bfloat16"),  # what a GPU run of dtype auto computes in
         ("auto", "cuda", False, "float32"),
-        ("auto", "cpu", True, "float32"),
+        ("auto", "cpu", True, "bfloat16"),  # a CPU with AVX512-BF16 / AMX
+        ("auto", "cpu", False, "float32"),
         ("bfloat16", "cpu", False, "bfloat16"),
     ],
 )
@@ -28,6 +29,16 @@ def test_auto_dtype_is_what_the_run_uses(dtype, device_type, bf16_supported, exp
         _config(dtype=dtype), device_type=device_type, bf16_supported=bf16_supported
     )
     assert plan.settings["dtype"] == expected
+
+
+def test_a_cpu_plan_asks_this_cpu_as_the_run_does():
+    import torch
+
+    from tuneforge.models.device import native_bf16
+
+    expected = "bfloat16" if native_bf16(torch.device("cpu")) else "float32"
+    assert plan_for_run(_config(), device_type="cpu").settings["dtype"] == expected
+    assert plan_for_run(_config(), device_type="cuda").settings["dtype"] == "bfloat16"
 
 
 def test_world_size_strategy_attention_and_padding_are_the_runs():

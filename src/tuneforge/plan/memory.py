@@ -265,8 +265,9 @@ def estimate_memory(
         batch_size: rows per micro-batch per device.
         max_length: tokens per row.
         dtype: compute dtype: ``bfloat16`` (autocast), ``float32``, or ``auto`` (bfloat16 on
-            ``cuda``, as on every bf16-capable GPU, float32 on ``cpu``; the rule of
-            ``tuning_vocabulary.resolve_dtype``).
+            ``cuda``, as on every bf16-capable GPU; float32 on ``cpu``, the larger plan, since
+            only CPUs with AVX512-BF16 train in bf16: a run's own plan, ``plan_for_run``,
+            asks the CPU it runs on).
         lora_r: LoRA rank.
         target_modules: adapted linears (default: every linear of a block, never the head).
         gradient_checkpointing: recompute each block in backward, keeping only its input.
@@ -315,7 +316,7 @@ def estimate_memory(
             "base with the adapter disabled, copy a full run's frozen copy"
         )
     row_length = row_tokens(objective, max_length)
-    dtype = resolve_dtype(dtype, device, bf16_supported=True)
+    dtype = resolve_dtype(dtype, device, bf16_supported=device == "cuda")
     strategy = resolve_strategy(strategy, gpus)
     cfg = model_config
     targets = check_target_modules(cfg, target_modules) if method != "full" else []

@@ -36,7 +36,7 @@ def plan_for_run(
     *,
     device_type: str,
     world_size: int = 1,
-    bf16_supported: bool = True,
+    bf16_supported: bool | None = None,
     supervised_fraction: float = 1.0,
     home: Path | None = None,
 ) -> MemoryPlan:
@@ -47,8 +47,9 @@ def plan_for_run(
             data.max_length, LoRA, dtype, ...).
         device_type: ``cpu`` or ``cuda``: where each process computes.
         world_size: processes (one device each); ``config.strategy`` is resolved for it.
-        bf16_supported: whether the device computes in bf16 (what ``dtype: auto`` depends on;
-            a plan assumes a bf16-capable GPU).
+        bf16_supported: whether the device computes bf16 natively (what ``dtype: auto``
+            depends on). None: a plan assumes a bf16-capable GPU, and for ``cpu`` asks this
+            machine's CPU (``models.device.native_bf16``), as a run on it does.
         supervised_fraction: share of tokens that carry loss (the run measures it on its data;
             1.0 is the upper bound).
         home: tuneforge cache root for model references.
@@ -60,6 +61,8 @@ def plan_for_run(
         ConfigError: the model config is unsupported by the planner, or a setting is invalid.
         ModelError: a model reference that cannot be resolved.
     """
+    if bf16_supported is None:
+        bf16_supported = device_type == "cuda" or _cpu_computes_bf16()
     compute_dtype = resolve_dtype(config.dtype, device_type, bf16_supported)
     max_length = config.data.max_length
     return estimate_memory(
@@ -89,3 +92,11 @@ def plan_for_run(
         )
         or "auto",
     )
+
+
+def _cpu_computes_bf16() -> bool:
+    import torch
+
+    from tuneforge.models.device import native_bf16
+
+    return native_bf16(torch.device("cpu"))
