@@ -26,7 +26,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights/compute dtype; auto = bf16 on a capable GPU, else fp32",
+        help="weights/compute dtype; auto = bf16 where the device computes it natively "
+        "(a GPU of Ampere or later, a CPU with AVX512-BF16/AMX), else fp32",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 

@@ -97,8 +97,9 @@ class TrainConfig:
         use_rslora: scale by ``lora_alpha / sqrt(r)`` (Kalajdzievski 2023) instead of ``/ r``.
         use_dora: weight-decomposed LoRA (Liu et al. 2024).
         dtype: compute dtype. ``float32``; ``bfloat16`` = bf16 autocast over fp32 trainable
-            weights (frozen lora bases are stored in bf16); ``auto`` = bf16 on a bf16-capable
-            CUDA device, else fp32.
+            weights (frozen lora bases are stored in bf16); ``auto`` = bf16 where the device
+            computes it natively (a GPU of Ampere or later, a CPU with AVX512-BF16 / AMX), else
+            fp32.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
         strategy: across processes launched by ``torchrun``: ``ddp`` (replicated model,
             all-reduced gradients), ``fsdp`` (FSDP2: parameters, gradients and optimizer states
