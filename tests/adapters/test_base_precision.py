@@ -24,10 +24,9 @@ TOKENS = 12
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def qlora_run(tiny64_dir, tmp_path_factory):
-    """A QLoRA run of 3 steps on the tiny width-64 base (its adapter/ and config.yaml)."""
-    root = tmp_path_factory.mktemp("qlora")
+def _qlora_run(tiny64_dir, root, dtype: str):
+    """A QLoRA run of 3 steps in `dtype` on the tiny width-64 base, in root/run."""
+    root.mkdir(parents=True, exist_ok=True)
     data = root / "train.jsonl"
     records = [
         {"messages": [{"role": "user", "content": f"Order {n} lamps to Oslo"},
@@ -39,10 +38,18 @@ def qlora_run(tiny64_dir, tmp_path_factory):
     args = [
         "train", "--model", str(tiny64_dir), "--data", str(data), "--out", str(out),
         "--method", "qlora", "--max-steps", "3", "--batch-size", "4", "--max-length", "64",
-        "--lr", "1e-2", "--no-progress",
+        "--lr", "1e-2", "--dtype", dtype, "--no-progress",
     ]  # fmt: skip
     assert main(args) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tiny64_dir, tmp_path_factory):
+    """A QLoRA run of 3 steps on the tiny width-64 base (its adapter/ and config.yaml), in fp32:
+    the tests compare with the model as training built it, which a bf16 run uses only under
+    autocast (its LoRA layers take bf16 inputs as they are)."""
+    return _qlora_run(tiny64_dir, tmp_path_factory.mktemp("qlora"), "float32")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +108,18 @@ def test_eval_scores_a_qlora_adapter_on_its_4bit_base(qlora_run, tiny64_dir, tmp
     )
     got = json.loads(result.read_text())["metrics"]["perplexity"]
     assert got == pytest.approx(expected.metrics["perplexity"], rel=1e-5)
+
+
+def test_a_bf16_qlora_adapter_evaluates_on_its_4bit_base(tiny64_dir, tmp_path):
+    """What ``dtype: auto`` trains on a CPU with AVX512-BF16 (and on a GPU) loads for eval."""
+    run = _qlora_run(tiny64_dir, tmp_path / "bf16", "bfloat16")
+    data = tmp_path / "held_out.jsonl"
+    data.write_text('{"text": "Order 3 lamps to Oslo, please."}\n', encoding="utf-8")
+    result = tmp_path / "eval.json"
+    args = ["eval", "--model", str(tiny64_dir), "--adapter", str(run / "adapter")]
+    assert main([*args, "--data", str(data), "--metric", "perplexity", "--out", str(result)]) == 0
+    perplexity = json.loads(result.read_text())["metrics"]["perplexity"]
+    assert 1 < perplexity < float("inf")
 
 
 def test_adapters_of_different_bases_cannot_share_one(qlora_run, lora_adapter, tiny64_dir):
