@@ -109,13 +109,12 @@ NAMES_IN_OTHER_TOOLS = {
 same setting, so an unknown-key error can name ours."""
 
 
-def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
+def resolve_dtype(dtype: str, bf16_supported: bool) -> str:
     """The compute dtype a run uses: ``auto`` is bfloat16 where the device computes bf16
     natively, else float32 (the rule of ``models.device.native_bf16``, for training too).
 
     Args:
         dtype: one of DTYPES.
-        device_type: ``cpu`` or ``cuda`` (kept for the callers' symmetry; the rule is the same).
         bf16_supported: whether the device computes bf16 natively: a CUDA device of Ampere or
             later, a CPU with AVX512-BF16 (every CPU with AMX has it). The offline planner
             assumes a GPU does and a CPU does not (fp32 is the larger plan).
@@ -123,7 +122,6 @@ def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
     Returns:
         ``float32`` or ``bfloat16``.
     """
-    del device_type
     if dtype != "auto":
         return dtype
     return "bfloat16" if bf16_supported else "float32"

@@ -316,7 +316,7 @@ def estimate_memory(
             "base with the adapter disabled, copy a full run's frozen copy"
         )
     row_length = row_tokens(objective, max_length)
-    dtype = resolve_dtype(dtype, device, bf16_supported=device == "cuda")
+    dtype = resolve_dtype(dtype, bf16_supported=device == "cuda")
     strategy = resolve_strategy(strategy, gpus)
     cfg = model_config
     targets = check_target_modules(cfg, target_modules) if method != "full" else []

@@ -57,7 +57,7 @@ def bf16_supported(device: torch.device) -> bool:
 def compute_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype:
     """The run's compute dtype: ``tuning_vocabulary.resolve_dtype`` (auto = bf16 where the
     device computes it natively, else fp32)."""
-    name = resolve_dtype(config.dtype, device.type, bf16_supported(device))
+    name = resolve_dtype(config.dtype, bf16_supported(device))
     return getattr(torch, name)
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from tuneforge.plan import MemoryPlan, estimate_memory, load_model_config
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.methods import attention_implementation
+from tuneforge.train.methods import bf16_supported as device_computes_bf16
 from tuneforge.tuning_vocabulary import (
     resolve_dtype,
     resolve_reference,
@@ -62,8 +65,8 @@ def plan_for_run(
         ModelError: a model reference that cannot be resolved.
     """
     if bf16_supported is None:
-        bf16_supported = device_type == "cuda" or _cpu_computes_bf16()
-    compute_dtype = resolve_dtype(config.dtype, device_type, bf16_supported)
+        bf16_supported = device_type == "cuda" or device_computes_bf16(torch.device("cpu"))
+    compute_dtype = resolve_dtype(config.dtype, bf16_supported)
     max_length = config.data.max_length
     return estimate_memory(
         load_model_config(config.model, home=home),
@@ -92,11 +95,3 @@ def plan_for_run(
         )
         or "auto",
     )
-
-
-def _cpu_computes_bf16() -> bool:
-    import torch
-
-    from tuneforge.models.device import native_bf16
-
-    return native_bf16(torch.device("cpu"))
