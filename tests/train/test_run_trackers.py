@@ -7,17 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from train_cli import train_argv
 
 from tuneforge.cli import main
 from tuneforge.train.metrics import read_metrics
 
 
 def _train(model_dir, data, out, *extra) -> list[str]:
-    return [
-        "train", "--model", str(model_dir), "--data", str(data), "--out", str(out),
-        "--method", "lora", "--batch-size", "4", "--max-length", "128", "--max-steps", "3",
-        "--no-progress", "--num-threads", "1", *extra,
-    ]  # fmt: skip
+    """The shared ``train_argv`` for a 3-step run (a test's ``extra`` comes after, and wins)."""
+    return train_argv(model_dir, data, out, "--max-steps", "3", *extra)
 
 
 def test_a_run_reports_its_losses_to_tensorboard_and_mlflow(
