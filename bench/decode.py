@@ -30,7 +30,9 @@ the row is skipped with the reason printed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -67,7 +69,8 @@ class Clock:
 
 
 class TuneforgeEngine:
-    """One of tuneforge's paths (``fast``: ``generate_rows``; ``plain``: ``model.generate``)."""
+    """One of tuneforge's paths (``fast``: ``generate_rows``; ``compiled``: the same with its
+    single-row decode steps compiled, ``--compile``; ``plain``: ``model.generate``)."""
 
     def __init__(self, loaded, path: str) -> None:
         self.model, self.tokenizer, self.path = loaded.model, loaded.tokenizer, path
@@ -86,10 +89,15 @@ class TuneforgeEngine:
     def decode(self, rows, adapter_names=None) -> int:
         """Decode ``rows``; the number of new tokens."""
         from tuneforge.generation import generate_rows
+        from tuneforge.generation.compiled_step import compile_decode_steps
         from tuneforge.generation.decoding import generate_rows_plain
 
-        run = generate_rows if self.path == "fast" else generate_rows_plain
-        replies = run(self.model, self.tokenizer, rows, adapter_names)
+        run = generate_rows_plain if self.path == "plain" else generate_rows
+        compile_decode_steps(self.path == "compiled")
+        try:
+            replies = run(self.model, self.tokenizer, rows, adapter_names)
+        finally:
+            compile_decode_steps(False)
         return sum(reply.completion_tokens for reply in replies)
 
     def single(self, new_tokens: int) -> int:
@@ -134,10 +142,14 @@ def llama_cpp_engine(home: Path, threads: int) -> tuple[LlamaCppEngine | None, s
 
 
 def single_stream(engines, new_tokens: int, rounds: int) -> dict[str, dict]:
-    """Per engine, its best round: decode tokens/s (wall and per CPU-second)."""
-    for engine in engines:  # warm-up (packing, llama.cpp's first prompt)
-        engine.single(2)
+    """Per engine, its best round: decode tokens/s (wall and per CPU-second), and the
+    seconds of its warm-up answer (packing, compiling, llama.cpp's first prompt)."""
     best: dict[str, dict] = {}
+    for engine in engines:
+        with Clock() as warm:
+            engine.single(2)
+        best[engine.name] = {"wall": 0.0, "cpu": 0.0, "warm-up": warm.wall}
+        log(f"warm-up: {engine.name}: {warm.wall:.1f} s")
     for round_ in range(rounds):
         for engine in engines:
             with Clock() as one:
@@ -151,7 +163,7 @@ def single_stream(engines, new_tokens: int, rounds: int) -> dict[str, dict]:
             wall = (count - 1) / (many.wall - one.wall)
             cpu = (count - 1) / (many.cpu - one.cpu)
             log(f"round {round_ + 1}: {engine.name}: {wall:.1f} tok/s, {cpu:.1f} tok/CPU-s")
-            held = best.setdefault(engine.name, {"wall": 0.0, "cpu": 0.0, "tokens": count})
+            held = best[engine.name]
             held["wall"], held["cpu"] = max(held["wall"], wall), max(held["cpu"], cpu)
     return best
 
@@ -367,6 +379,10 @@ def main() -> None:
     workload_limit = 6 if args.quick else None
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
+    # a fresh inductor cache: the compiled row's warm-up is what a first run pays
+    inductor_cache = tempfile.mkdtemp(prefix="tuneforge-bench-inductor-")
+    atexit.register(shutil.rmtree, inductor_cache, ignore_errors=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache
 
     from tuneforge.models import load_model, resolve_dtype
     from tuneforge.models.bundled import ensure_default_model
@@ -383,16 +399,19 @@ def main() -> None:
         for path in ("plain", "fast")
         for dtype in ("float32", "bfloat16")
     ]
+    # batches decode eagerly on every path: the compiled step is a single-stream row only
+    compiled = TuneforgeEngine(loaded[auto], "compiled")
     sections = []
     if "single" in wanted:
         llama, skipped = llama_cpp_engine(args.home, args.threads)
         if llama is None:
             print(skipped, flush=True)
         log("single stream")
-        single = single_stream(([llama] if llama else []) + engines, new_tokens, rounds)
+        streams = ([llama] if llama else []) + engines + [compiled]
+        single = single_stream(streams, new_tokens, rounds)
         reference = single.get(llama.name) if llama else None
         rows = []
-        for engine in ([llama] if llama else []) + engines:
+        for engine in streams:
             rate = single[engine.name]
             versus = (
                 f"{rate['wall'] / reference['wall']:.2f}x / {rate['cpu'] / reference['cpu']:.2f}x"
@@ -400,16 +419,33 @@ def main() -> None:
                 else "-"
             )
             rows.append(
-                [engine.name, engine.dtype, f"{rate['wall']:.1f}", f"{rate['cpu']:.1f}", versus]
+                [
+                    engine.name,
+                    engine.dtype,
+                    f"{rate['wall']:.1f}",
+                    f"{rate['cpu']:.1f}",
+                    versus,
+                    f"{rate['warm-up']:.1f}",
+                ]
             )
         sections += [
             f"### Single-stream decode (greedy, up to {new_tokens} new tokens, {args.threads} "
             f"threads, best of {rounds} interleaved rounds)",
             markdown_table(
-                ["engine", "dtype", "tokens/s", "tokens per CPU-s", "vs llama.cpp (wall / CPU)"],
+                [
+                    "engine",
+                    "dtype",
+                    "tokens/s",
+                    "tokens per CPU-s",
+                    "vs llama.cpp (wall / CPU)",
+                    "warm-up s",
+                ],
                 rows,
             )
-            + ("" if llama else f"\n\n{skipped}"),
+            + ("" if llama else f"\n\n{skipped}")
+            + "\n\nwarm-up: the first 2-token answer after loading (packing the weights; for "
+            "the compiled row, compiling its decode step with inductor's cache on disk in a "
+            "fresh folder, so the cost a first run pays).",
         ]
 
     if "batch" in wanted:

@@ -1,16 +1,18 @@
-"""Does compiling the lean forward's decoder layer remove the per-token overhead? (issue 18)
+"""Does compiling the lean forward's layers remove the per-token overhead? (issue 18)
 
-An experiment, not a path of the package: it measures a batch-1 bf16 decode step of the
-default model with the layers of ``LlamaForward`` run two ways, interleaved in one process:
+An experiment: it measures a batch-1 bf16 decode step of the default model with the layers of
+``LlamaForward`` run in several ways (``--variants``), interleaved in one process:
 
 - ``eager``: the package's lean forward as it is;
 - ``compiled``: one decoder layer as a function of its weights (every layer shares one graph,
   no weight is frozen), ``torch.compile`` (inductor), static shapes: attention reads every
-  column of the slot under a mask, so the growing cache does not recompile every step.
+  column of the slot under a mask, so the growing cache does not recompile every step;
+- ``whole``: every layer in one compiled graph, one call (and one set of guards) a step: the
+  variant the package adopted (``generation/compiled_step.py``, ``serve --compile``);
+- ``unguarded``: ``whole`` called under ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``.
 
-Not done: calling inductor's compiled layer without dynamo's per-call guards (about 110 µs a
-call here, 3.4 ms a step of 30 layers); capturing the callable from a compile backend and
-calling it with the layer's arguments failed on an input-shape assertion (placeholder order).
+Per layer, each compiled call costs about 110 µs of guards and entry here (3.4 ms a step of 30
+layers): what ``whole`` removes.
 
 Inductor only accepts a packed oneDNN weight as a frozen constant
 (``torch/_inductor/mkldnn_lowerings.py``: ``assert w.get_name() in V.graph.constants``), so the
@@ -21,6 +23,7 @@ kernels, dynamo), the part a compiled step can remove.
 
     .venv/bin/python bench/decode_compile.py --threads 1 --stub   # overhead per step
     .venv/bin/python bench/decode_compile.py --threads 2          # whole steps
+    .venv/bin/python bench/decode_compile.py --threads 2 --variants eager whole unguarded
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class CompiledLayers:
             )
             for one in forward.layers
         ]
+        self.layer = layer
         self.compiled = torch.compile(layer, dynamic=False, fullgraph=True)
         self.first_call: tuple[float, float] | None = None  # (CPU s, wall s)
 
@@ -122,6 +126,40 @@ class CompiledLayers:
         for index, weights in enumerate(self.weights):
             args = (x, cos, sin, cache._write_index, cache.keys[index], cache.values[index], mask)
             x = self.compiled(*args, *weights)
+        if started is not None:
+            self.first_call = (cpu_seconds() - started[0], time.perf_counter() - started[1])
+        return x
+
+
+class CompiledStep(CompiledLayers):
+    """Every layer in one compiled graph: one call (and one set of guards) per step."""
+
+    def __init__(self, forward, skip_guards: bool = False) -> None:
+        super().__init__(forward)
+        layer = self.layer
+
+        def step(x, cos, sin, write_index, mask, keys, values, weights):
+            for index, one in enumerate(weights):
+                x = layer(x, cos, sin, write_index, keys[index], values[index], mask, *one)
+            return x
+
+        self.compiled = torch.compile(step, dynamic=False, fullgraph=True)
+        self.skip_guards = skip_guards
+
+    def hidden(self, input_ids, cache):
+        from tuneforge.generation.llama_forward import rotary_tables
+
+        forward = self.forward
+        x = forward.embed(input_ids)
+        cos, sin = rotary_tables(*forward.rotary(x, cache.positions))
+        mask = (torch.arange(cache.columns) < cache.span)[None, None, None]
+        started = (cpu_seconds(), time.perf_counter()) if self.first_call is None else None
+        args = (x, cos, sin, cache._write_index, mask, list(cache.keys), list(cache.values))
+        if self.skip_guards and started is None:
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                x = self.compiled(*args, self.weights)
+        else:
+            x = self.compiled(*args, self.weights)
         if started is not None:
             self.first_call = (cpu_seconds() - started[0], time.perf_counter() - started[1])
         return x
@@ -155,8 +193,10 @@ def main() -> None:
         settings = GenerationSettings(max_new_tokens=100_000)
         decoding.join(model, [Row(prompt_ids(tokenizer, chat_messages(PROMPT)), settings)])
         forward = next(iter(decoding._forwards.values()))[0]
-        if variant != "eager":
+        if variant == "compiled":
             layers[variant] = CompiledLayers(forward)
+        elif variant in ("whole", "unguarded"):
+            layers[variant] = CompiledStep(forward, skip_guards=variant == "unguarded")
         if args.stub:
             for group in list(forward._products):
                 if variant == "eager" or group is forward.head:

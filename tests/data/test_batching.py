@@ -104,6 +104,25 @@ def test_padded_batches_mask_padding_and_group_lengths(examples, model, tiny_tok
     assert padding < random_padding
 
 
+def test_a_width_multiple_pads_to_it_below_max_length_and_counts_the_same(examples, tiny_tokenizer):
+    pad = tiny_tokenizer.pad_token_id
+    longest = max(len(e.input_ids) for e in examples)
+    common = dict(batch_size=4, packing=False, pad_token_id=pad, seed=3)
+    exact = make_batches(examples, max_length=96, **common)
+    rounded = make_batches(examples, max_length=96, width_multiple=16, **common)
+    assert len({b["input_ids"].shape[1] for b in exact}) > 1
+    for plain, wide in zip(exact, rounded, strict=True):
+        width = plain["input_ids"].shape[1]
+        assert wide["input_ids"].shape[1] == min(96, -(-width // 16) * 16)
+        assert count_real_tokens(wide) == count_real_tokens(plain)
+        assert torch.equal(wide["input_ids"][:, :width], plain["input_ids"])
+        assert (wide["labels"][:, width:] == -100).all()
+        assert (wide["attention_mask"][:, width:] == 0).all()
+    # never past max_length: a multiple above the longest row gives max_length
+    capped = make_batches(examples, max_length=longest, width_multiple=1024, **common)
+    assert {b["input_ids"].shape[1] for b in capped} == {longest}
+
+
 @pytest.mark.parametrize("packing", [True, False])
 def test_batches_are_deterministic_per_seed_and_epoch(examples, packing):
     def ids(seed, epoch):

@@ -83,6 +83,27 @@ def test_auto_dtype_trains_in_bf16_where_the_cpu_computes_it(
     assert "dtype: auto" in (out / "config.yaml").read_text()  # resumes as auto, not pinned
 
 
+@pytest.mark.parametrize(("dtype", "multiple"), [("bfloat16", 64), ("float32", 1)])
+def test_bf16_runs_on_cpu_round_batch_widths_up_to_64(
+    tiny_model_dir, chat_data, tmp_path, monkeypatch, dtype, multiple
+):
+    """oneDNN makes a kernel per new bf16 shape (bench/results/train_shapes.md): unpacked bf16
+    batches on CPU are padded to a multiple of 64 tokens; fp32 batches stay as wide as their
+    longest row."""
+    import tuneforge.data
+
+    asked, make = [], tuneforge.data.make_batches
+
+    def spied(*args, **kwargs):
+        asked.append(kwargs.get("width_multiple", 1))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(tuneforge.data, "make_batches", spied)
+    argv = train_argv(tiny_model_dir, chat_data, tmp_path / "run", "--max-steps", "1")
+    assert main([*argv, "--dtype", dtype]) == 0
+    assert asked and set(asked) == {multiple}
+
+
 def test_skip_invalid_is_the_option_the_reader_names(tiny_model_dir, chat_data, tmp_path, capsys):
     import re
 

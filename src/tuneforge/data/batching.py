@@ -114,6 +114,7 @@ def make_batches(
     seed: int = 0,
     epoch: int = 0,
     shuffle: bool = True,
+    width_multiple: int = 1,
 ) -> list[Batch]:
     """Turn examples into batches of tensors, deterministically for ``(seed, epoch)``.
 
@@ -126,6 +127,8 @@ def make_batches(
         pad_token_id: id written into padding (never used to find padding).
         seed, epoch: the shuffle is a function of both.
         shuffle: False keeps a fixed order (unpacked: sorted by length; packed: as packed).
+        width_multiple: unpacked batches are padded to a multiple of this many tokens (at
+            most ``max_length``): fewer distinct shapes, for kernels made per shape.
 
     Returns:
         Batches with ``input_ids``, ``labels``, ``position_ids`` (``[B, T]`` long) and, unpacked
@@ -144,7 +147,9 @@ def make_batches(
         groups = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
         return [_packed_batch(examples, group, max_length, pad_token_id) for group in groups]
     groups = length_grouped(order, lengths, batch_size, rng if shuffle else None)
-    return [_padded_batch(examples, group, max_length, pad_token_id) for group in groups]
+    return [
+        _padded_batch(examples, group, max_length, pad_token_id, width_multiple) for group in groups
+    ]
 
 
 def length_grouped(
@@ -171,8 +176,11 @@ def length_grouped(
     return groups
 
 
-def _padded_batch(examples, group: list[int], max_length: int, pad_token_id: int) -> Batch:
+def _padded_batch(
+    examples, group: list[int], max_length: int, pad_token_id: int, width_multiple: int = 1
+) -> Batch:
     width = max(min(len(examples[i].input_ids), max_length) for i in group)
+    width = min(max_length, -(-width // width_multiple) * width_multiple)
     ids, labels, mask = [], [], []
     for index in group:
         example = examples[index]

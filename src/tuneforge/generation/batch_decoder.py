@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from tuneforge.generation.batched_lora import LoraBank, lora_layers, peft_base_model
+from tuneforge.generation.compiled_step import compiled_step_for
 from tuneforge.generation.llama_forward import FAMILIES, LlamaForward
 from tuneforge.generation.row_progress import RowProgress
 from tuneforge.generation.slot_cache import SlotCache
@@ -269,10 +270,13 @@ class BatchDecoder:
         input ``input_ids`` (``[rows, q]``), the inputs' keys and values written to the cache."""
         key = id(model)
         if key not in self._forwards:
-            self._forwards[key] = (LlamaForward(model), bool(lora_layers(peft_base_model(model))))
+            forward = LlamaForward(model)
+            forward.compiled = compiled_step_for(forward)
+            self._forwards[key] = (forward, bool(lora_layers(peft_base_model(model))))
         forward, has_lora = self._forwards[key]
         bank = None
-        if has_lora:
+        # rows all on the base read the base layers' weights only: no LoRA terms to add
+        if has_lora and any(entry.adapters for entry in entries):
             row_adapters = [entry.adapters for entry in entries]
             wanted = tuple(sorted({name for names in row_adapters for name in names}))
             if self._bank is None or self._bank.adapters != wanted or self._bank_model != key:

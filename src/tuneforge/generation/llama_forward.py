@@ -122,6 +122,8 @@ class LlamaForward:
                 )
             )
         self._products: dict[tuple[nn.Module, ...], Product] = {}
+        # a compiled single-row decode step (``compiled_step``), set by its owner when on
+        self.compiled = None
 
     def _product(self, modules: tuple[nn.Module, ...]) -> Product:
         # keyed by the groups this forward holds (the same tuple objects every step), so a
@@ -146,6 +148,10 @@ class LlamaForward:
         """Last-layer hidden states ``[rows, q, hidden]`` (before the final norm) of
         ``input_ids`` (``[rows, q]``) at ``cache.positions`` (set by ``cache.place``); writes
         their keys and values."""
+        if self.compiled is not None and bank is None and input_ids.shape == (1, 1):
+            hidden = self.compiled(input_ids, cache)
+            if hidden is not None:
+                return hidden
         x = self.embed(input_ids)
         cos, sin = rotary_tables(*self.rotary(x, cache.positions))
         mask = cache.attention_mask()

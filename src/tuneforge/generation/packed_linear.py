@@ -59,15 +59,14 @@ class PackedLinears:
         # first layer of a group -> (identity of the group's weights, packed weight, bias)
         self._packed: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
-    def product(self, layers: tuple[nn.Module, ...]) -> Product:
-        """``x -> cat([layer(x) for layer in layers], -1)``: one packed bf16 product when every
-        layer is a plain bf16 ``nn.Linear`` on a CPU with native bf16 products, else each layer
-        as it is."""
+    def packed(
+        self, layers: tuple[nn.Module, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``(packed weight, bias or None)`` of ``layers`` side by side, made on first use; None
+        unless every layer is a plain bf16 ``nn.Linear`` on a CPU with native bf16 products."""
         plain = all(type(layer) is nn.Linear for layer in layers)
         if not plain or not all(packing_supported(layer.weight) for layer in layers):
-            if len(layers) == 1:
-                return lambda x: _run(layers[0], x)
-            return lambda x: torch.cat([_run(layer, x) for layer in layers], dim=-1)
+            return None
         identity = tuple((id(w), w.data_ptr(), w._version) for w in (ly.weight for ly in layers))
         held = self._packed.get(layers[0])
         if held is None or held[0] != identity:
@@ -84,7 +83,18 @@ class PackedLinears:
                 )
             held = (identity, pack_weight(weight), bias)
             self._packed[layers[0]] = held
-        _, packed, bias = held
+        return held[1], held[2]
+
+    def product(self, layers: tuple[nn.Module, ...]) -> Product:
+        """``x -> cat([layer(x) for layer in layers], -1)``: one packed bf16 product when every
+        layer is a plain bf16 ``nn.Linear`` on a CPU with native bf16 products, else each layer
+        as it is."""
+        held = self.packed(layers)
+        if held is None:
+            if len(layers) == 1:
+                return lambda x: _run(layers[0], x)
+            return lambda x: torch.cat([_run(layer, x) for layer in layers], dim=-1)
+        packed, bias = held
 
         def packed_product(x: torch.Tensor) -> torch.Tensor:
             return packed_linear(x, packed, bias)

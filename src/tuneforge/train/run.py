@@ -147,7 +147,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], None]):
+# Unpacked batches in bf16 on CPU are padded to a multiple of this many tokens. oneDNN makes
+# (and keeps) kernels for every new matrix shape in bf16: with each batch as wide as its longest
+# row, a run met a new shape at most steps and slowed by a fifth while its memory grew by about
+# 8 MB a shape (bench/train_shapes.py); fp32 products (MKL) make none, and are not padded.
+CPU_BF16_WIDTH_MULTIPLE = 64
+
+
+def batch_width_multiple(config: TrainConfig, device: torch.device) -> int:
+    """What unpacked batch widths are rounded up to for ``config`` on ``device``."""
+    from tuneforge.train.methods import compute_dtype_for
+
+    low_precision = compute_dtype_for(config, device) in (torch.bfloat16, torch.float16)
+    return CPU_BF16_WIDTH_MULTIPLE if device.type == "cpu" and low_precision else 1
+
+
+def build_training_data(
+    config: TrainConfig, tokenizer, log: Callable[[str], None], width_multiple: int = 1
+):
     """Read, tokenize and batch ``config.data`` with ``tuneforge.data``; return TrainingData.
 
     With ``val_data`` the validation examples come from that file, read with the same options,
@@ -193,6 +210,7 @@ def build_training_data(config: TrainConfig, tokenizer, log: Callable[[str], Non
             seed=config.seed,
             epoch=epoch,
             shuffle=shuffle,
+            width_multiple=width_multiple,
         )
 
     return TrainingData(
@@ -329,7 +347,7 @@ def _train(
         tokenizer = load_tokenizer(
             resolve_folder(config.model, home=home, progress=config.progress)
         )
-        data = build_training_data(read_from, tokenizer, log)
+        data = build_training_data(read_from, tokenizer, log, batch_width_multiple(config, device))
         raft_files = {path.name: path.read_text("utf-8") for path in Path(tmp).iterdir()}
     if resume_point is not None:
         check_extension(resume_point, total_steps(config, data, parallel.world_size))
