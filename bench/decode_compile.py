@@ -115,13 +115,17 @@ class CompiledLayers:
         self.compiled = torch.compile(layer, dynamic=False, fullgraph=True)
         self.first_call: tuple[float, float] | None = None  # (CPU s, wall s)
 
-    def hidden(self, input_ids, cache):
+    def inputs(self, input_ids, cache):
+        """``(x, cos, sin, mask)`` of a step: what every layer reads besides its weights."""
         from tuneforge.generation.llama_forward import rotary_tables
 
         forward = self.forward
         x = forward.embed(input_ids)
         cos, sin = rotary_tables(*forward.rotary(x, cache.positions))
-        mask = (torch.arange(cache.columns) < cache.span)[None, None, None]
+        return x, cos, sin, (torch.arange(cache.columns) < cache.span)[None, None, None]
+
+    def hidden(self, input_ids, cache):
+        x, cos, sin, mask = self.inputs(input_ids, cache)
         started = (cpu_seconds(), time.perf_counter()) if self.first_call is None else None
         for index, weights in enumerate(self.weights):
             args = (x, cos, sin, cache._write_index, cache.keys[index], cache.values[index], mask)
@@ -147,12 +151,7 @@ class CompiledStep(CompiledLayers):
         self.skip_guards = skip_guards
 
     def hidden(self, input_ids, cache):
-        from tuneforge.generation.llama_forward import rotary_tables
-
-        forward = self.forward
-        x = forward.embed(input_ids)
-        cos, sin = rotary_tables(*forward.rotary(x, cache.positions))
-        mask = (torch.arange(cache.columns) < cache.span)[None, None, None]
+        x, cos, sin, mask = self.inputs(input_ids, cache)
         started = (cpu_seconds(), time.perf_counter()) if self.first_call is None else None
         args = (x, cos, sin, cache._write_index, mask, list(cache.keys), list(cache.values))
         if self.skip_guards and started is None:

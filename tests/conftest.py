@@ -51,3 +51,26 @@ def default_model_dir() -> Path:
     from tuneforge.models.bundled import ensure_default_model
 
     return ensure_default_model(SHARED_DEFAULT_HOME, progress=False)
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch):
+    """The compiled decode steps run since the fixture began: True for each that ran compiled
+    (``CompiledStep`` gave hidden states), False for each that fell back to eager. Turns
+    compiling off and resets dynamo afterwards (one cache entry per model graph; it keeps 8)."""
+    import torch
+
+    from tuneforge.generation.compiled_step import CompiledStep, compile_decode_steps
+
+    calls = []
+    run = CompiledStep.__call__
+
+    def counted(self, input_ids, cache):
+        hidden = run(self, input_ids, cache)
+        calls.append(hidden is not None)
+        return hidden
+
+    monkeypatch.setattr(CompiledStep, "__call__", counted)
+    yield calls
+    compile_decode_steps(False)
+    torch._dynamo.reset()

@@ -124,19 +124,9 @@ def test_a_failed_compile_warns_and_decodes_eagerly(tokenizer, compiling, monkey
 
 @needs_compiler
 def test_on_a_model_with_adapters_base_rows_compile_and_adapter_rows_stay_eager(
-    tokenizer, compiling, monkeypatch
+    tokenizer, compiling, compiled_calls
 ):
-    from tuneforge.generation.compiled_step import CompiledStep
-
-    steps = []
-    run = CompiledStep.__call__
-
-    def counted(self, input_ids, cache):
-        hidden = run(self, input_ids, cache)
-        steps.append(hidden is not None)
-        return hidden
-
-    monkeypatch.setattr(CompiledStep, "__call__", counted)
+    steps = compiled_calls
     model = with_adapters(tokenizer)
     names = ["__base__", "a", "b"]
     rows = rows_for(tokenizer, [10, 10, 10], prompts=["The capital of France is", "Hello!", "Hi"])

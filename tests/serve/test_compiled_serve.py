@@ -7,27 +7,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-import torch
 
 from conftest import BASE_NAME, Server
-from tuneforge.generation.compiled_step import CompiledStep, compile_decode_steps
-
-
-@pytest.fixture
-def compiled_calls(monkeypatch):
-    """The compiled steps run (True) or skipped (None back: eager) since the fixture began."""
-    calls = []
-    run = CompiledStep.__call__
-
-    def counted(self, input_ids, cache):
-        hidden = run(self, input_ids, cache)
-        calls.append(hidden is not None)
-        return hidden
-
-    monkeypatch.setattr(CompiledStep, "__call__", counted)
-    yield calls
-    compile_decode_steps(False)
-    torch._dynamo.reset()
+from tuneforge.generation.compiled_step import compile_decode_steps
 
 
 @pytest.mark.skipif(
