@@ -82,6 +82,26 @@ def test_batches_stay_eager_and_match_alone(tokenizer, compiling):
 
 
 @needs_compiler
+def test_a_one_token_prompt_joining_a_running_row_gets_its_solo_tokens(tokenizer, compiling):
+    """A one-token prefill into slot 1 is not a slot-0 step: it stays eager."""
+    from tuneforge.generation import GenerationSettings, Row
+
+    model = build("llama", tokenizer)
+    first = rows_for(tokenizer, [12], prompts=["The capital of France is"])[0]
+    second = Row([tokenizer.bos_token_id or 1], GenerationSettings(max_new_tokens=6))
+    decoder = new_batch_decoder(model, tokenizer)
+    replies = {id(row): reply for row, reply in decoder.join(model, [first])}
+    for _ in range(3):
+        replies.update({id(row): reply for row, reply in decoder.step(model)})
+    replies.update({id(row): reply for row, reply in decoder.join(model, [second])})
+    while decoder.active:
+        replies.update({id(row): reply for row, reply in decoder.step(model)})
+    compile_decode_steps(False)
+    for row in (first, second):
+        assert texts([replies[id(row)]]) == texts(generate_rows(model, tokenizer, [row]))
+
+
+@needs_compiler
 @pytest.mark.skipif(
     not packing_supported(torch.zeros(1, dtype=torch.bfloat16)),
     reason="this CPU has no native bf16 products (no packed weights to compile around)",

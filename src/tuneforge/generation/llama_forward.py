@@ -148,7 +148,9 @@ class LlamaForward:
         """Last-layer hidden states ``[rows, q, hidden]`` (before the final norm) of
         ``input_ids`` (``[rows, q]``) at ``cache.positions`` (set by ``cache.place``); writes
         their keys and values."""
-        if self.compiled is not None and bank is None and input_ids.shape == (1, 1):
+        # one token of one row in slot 0 (a decode step, or a one-token prompt joining alone)
+        single = input_ids.shape == (1, 1) and cache.in_slot_order
+        if self.compiled is not None and bank is None and single:
             hidden = self.compiled(input_ids, cache)
             if hidden is not None:
                 return hidden
