@@ -13,13 +13,13 @@ rotary embedding, residuals and SwiGLU become a few generated C++ kernels betwee
   as ``F.linear``.
 - Shapes are static but for the cache's column count (marked dynamic): attention reads every
   column of the row's slot under a mask, so a growing reply does not recompile.
-- Only single-row decode steps of a model without LoRA layers run here (the rows of a batch
-  already share each step's overhead); prefills, batches and adapters stay eager.
+- Only one row's step in slot 0, on the base weights, runs here (the rows of a batch already
+  share each step's overhead); prefills, batches and rows on adapters stay eager.
 
-Off by default: the first compile of a model takes tens of seconds (about 5 s once inductor's
+Off by default: the first compile of a model takes about a minute here (seconds once inductor's
 cache on disk holds it). ``compile_decode_steps(True)`` turns it on for the process
-(``tuneforge serve --compile``, ``tuneforge generate --compile``); the server compiles while it
-starts, before it answers anyone. If compiling fails (no C++ compiler, an unsupported
+(``tuneforge serve --compile``, which compiles while it starts, before it answers anyone;
+``generate`` does not compile: one answer cannot pay for it). If compiling fails (no C++ compiler, an unsupported
 operator), a warning says so and decoding stays eager.
 """
 
@@ -83,11 +83,13 @@ class CompiledStep:
     def __init__(self, forward: LlamaForward) -> None:
         self.forward = forward
         first = forward.layers[0]
-        self.packed = all(
-            PACKED_LINEARS.packed(_bases(group)) is not None
+        groups = [
+            [_bases(group) for group in (layer.qkv, layer.out, layer.gate_up, layer.down)]
             for layer in forward.layers
-            for group in (layer.qkv, layer.out, layer.gate_up, layer.down)
-        )
+        ]
+        packs = [[PACKED_LINEARS.packed(group) for group in layer] for layer in groups]
+        # all products packed (bf16 on a CPU with native bf16), or all as F.linear
+        self.packed = all(pack is not None for layer in packs for pack in layer)
         self.weights = [
             (
                 layer.input_norm.weight,
@@ -95,11 +97,11 @@ class CompiledStep:
                 None if layer.q_norm is None else layer.q_norm.weight,
                 None if layer.k_norm is None else layer.k_norm.weight,
                 *(
-                    self._group(group)
-                    for group in (layer.qkv, layer.out, layer.gate_up, layer.down)
+                    pack if self.packed else tuple((one.weight, one.bias) for one in group)
+                    for group, pack in zip(layer_groups, layer_packs, strict=True)
                 ),
             )
-            for layer in forward.layers
+            for layer, layer_groups, layer_packs in zip(forward.layers, groups, packs, strict=True)
         ]
         self._step = torch.compile(
             _step_function(
@@ -117,12 +119,6 @@ class CompiledStep:
         self.failed: str | None = None
         self.compile_seconds: float | None = None  # wall time of the first call (compiling)
 
-    def _group(self, group: tuple[nn.Module, ...]) -> tuple:
-        bases = _bases(group)
-        if self.packed:
-            return PACKED_LINEARS.packed(bases)
-        return tuple((layer.weight, layer.bias) for layer in bases)
-
     def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor | None:
         """Hidden states ``[1, 1, hidden]`` of one row's next token (``cache`` placed at slot 0),
         or None when this step could not be compiled (the caller runs it eagerly)."""
@@ -133,13 +129,12 @@ class CompiledStep:
         cos, sin = rotary_tables(*forward.rotary(x, cache.positions))
         keys = [layer[:1] for layer in cache.keys]
         values = [layer[:1] for layer in cache.values]
-        if self.compile_seconds is None:
-            # the compiled graph takes any column count; marking later calls too costs guard time
-            for tensor in (*keys, *values):
-                torch._dynamo.maybe_mark_dynamic(tensor, 2)
         args = (x, cos, sin, cache._write_index, cache.positions, keys, values, self.weights)
         if self.compile_seconds is not None:
             return self._step(*args)
+        # the compiled graph takes any column count; marking later calls too costs guard time
+        for tensor in (*keys, *values):
+            torch._dynamo.maybe_mark_dynamic(tensor, 2)
         started = time.perf_counter()
         try:
             hidden = self._step(*args)
