@@ -40,16 +40,12 @@ def compiling():
     torch._dynamo.reset()  # each model's graph is a cache entry; dynamo keeps at most 8
 
 
-def _compiled_steps(decoder) -> list:
-    return [forward.compiled for forward, _ in decoder._forwards.values()]
-
-
 def test_compiling_is_off_unless_asked(tokenizer):
     assert not decode_steps_compiled()
     model = build("llama", tokenizer)
     decoder = new_batch_decoder(model, tokenizer)
     decode_all(decoder, model, rows_for(tokenizer, [3], prompts=["Hi"]))
-    assert _compiled_steps(decoder) == [None]
+    assert decoder.compiled_steps() == [None]
 
 
 @needs_compiler
@@ -61,7 +57,7 @@ def test_a_compiled_step_decodes_the_greedy_tokens_of_the_eager_step(tokenizer, 
     decoder = new_batch_decoder(model, tokenizer)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = decode_all(decoder, model, rows)
-    (step,) = _compiled_steps(decoder)
+    (step,) = decoder.compiled_steps()
     assert step is not None and step.failed is None and step.compile_seconds is not None
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
     compile_decode_steps(False)
@@ -111,7 +107,7 @@ def test_a_bf16_compiled_step_runs_the_packed_products(tokenizer, compiling):
     rows = rows_for(tokenizer, [16], prompts=["The capital of France is"])
     decoder = new_batch_decoder(model, tokenizer)
     compiled = decode_all(decoder, model, rows)
-    (step,) = _compiled_steps(decoder)
+    (step,) = decoder.compiled_steps()
     assert step.packed and step.failed is None
     compile_decode_steps(False)
     eager = generate_rows(model, tokenizer, rows)
@@ -135,7 +131,7 @@ def test_a_failed_compile_warns_and_decodes_eagerly(tokenizer, compiling, monkey
     decoder = new_batch_decoder(model, tokenizer)
     with caplog.at_level("WARNING"):
         replies = decode_all(decoder, model, rows)
-    (step,) = _compiled_steps(decoder)
+    (step,) = decoder.compiled_steps()
     assert step.failed == "RuntimeError: no C++ compiler found"
     assert "decoding eagerly" in caplog.text
     compile_decode_steps(False)
