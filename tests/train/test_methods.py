@@ -121,38 +121,3 @@ def test_cli_qlora_run_prints_no_benign_third_party_notices(tiny64_dir, chat_dat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "gemm_4bit_forward" not in done.stderr
     assert "is_gradient_checkpointing" not in done.stderr
-
-
-def test_a_batch_gets_the_attention_kernel_for_its_own_width(tiny_model_dir, chat_data):
-    """bf16 on CPU: eager attention up to 512 tokens wide, sdpa above, decided per batch (a
-    RAFT run's rows go to 1,024 tokens while most of its batches are narrower); the switch
-    computes the same loss on a padded batch, mask included; fp32 keeps sdpa."""
-    from tuneforge.train.methods import match_attention_to_batch
-
-    config = _config(
-        tiny_model_dir, method="lora", data=DataConfig(str(chat_data), max_length=1024)
-    )
-    prepared = prepare_model(config, CPU)  # fp32 here, so the losses compare closely
-    model = prepared.model
-    assert model.config._attn_implementation == "sdpa"
-    data = prepare_data(config.data, prepared.tokenizer)
-    batch = make_batches(
-        data.train[:4], batch_size=4, max_length=1024, packing=False, pad_token_id=0
-    )[0]
-    assert (batch["attention_mask"] == 0).any()  # padded rows: the mask matters
-    with torch.no_grad():
-        with_sdpa = supervised_loss_sum(model, batch)
-        match_attention_to_batch(model, batch, "cpu", torch.float32)
-        assert model.config._attn_implementation == "sdpa"
-        match_attention_to_batch(model, batch, "cpu", torch.bfloat16)
-        assert model.config._attn_implementation == "eager"
-        with_eager = supervised_loss_sum(model, batch)
-    torch.testing.assert_close(with_eager, with_sdpa, rtol=1e-5, atol=1e-5)
-    wide = {"input_ids": torch.zeros((1, 513), dtype=torch.long)}
-    match_attention_to_batch(model, wide, "cpu", "bfloat16")
-    assert model.config._attn_implementation == "sdpa"
-    match_attention_to_batch(model, batch, "cuda", "bfloat16")
-    assert model.config._attn_implementation == "sdpa"
-    model.config._attn_implementation = "flash_attention_2"  # chosen on purpose: kept
-    match_attention_to_batch(model, batch, "cpu", "bfloat16")
-    assert model.config._attn_implementation == "flash_attention_2"

@@ -50,26 +50,8 @@ def test_world_size_strategy_attention_and_padding_are_the_runs():
     # bf16 on CPU up to 512 tokens trains with eager attention (train.methods); packing: no mask
     short = plan_for_run(_config(dtype="bfloat16", packing=True), device_type="cpu")
     assert short.settings["attention"] == "eager" and short.settings["padding_mask"] is False
-    long = plan_for_run(_config(dtype="bfloat16", max_length=1024, packing=True), device_type="cpu")
-    assert long.settings["attention"] == "sdpa"
-
-
-@pytest.mark.parametrize("max_length", [640, 1024, 4096])
-def test_a_long_unpacked_bf16_cpu_run_plans_the_larger_of_its_two_attention_peaks(max_length):
-    """Its batches up to 512 tokens wide train with eager attention, wider ones with sdpa
-    (train.methods.match_attention_to_batch): the plan is the larger peak of the two."""
-    config = _config(dtype="bfloat16", max_length=max_length)
-    plan = plan_for_run(config, device_type="cpu")
-    assert plan.settings["attention"] == "eager up to 512 tokens wide, sdpa above"
-    assert plan.settings["max_length"] == max_length and plan.settings["padding_mask"] is True
-    common = {k: v for k, v in plan.settings.items() if k not in ("row_length", "max_length")}
-    del common["attention"], common["reference"]
-    model = load_model_config("llama-7b")
-    wide = estimate_memory(model, max_length=max_length, attention="sdpa", **common)
-    narrow = estimate_memory(model, max_length=512, attention="eager", **common)
-    assert plan.total == max(wide.total, narrow.total)
-    width = 512 if narrow.total > wide.total else max_length
-    assert f"peak at batches {width} tokens wide" in plan.notes
+    long = plan_for_run(_config(dtype="bfloat16", max_length=1024), device_type="cpu")
+    assert long.settings["attention"] == "sdpa" and long.settings["padding_mask"] is True
 
 
 def test_plan_for_run_is_the_planner_with_the_runs_settings():

@@ -104,25 +104,6 @@ def test_bf16_runs_on_cpu_round_batch_widths_up_to_64(
     assert asked and set(asked) == {multiple}
 
 
-def test_a_long_max_length_trains_narrow_bf16_batches_with_eager_attention(
-    tiny_model_dir, chat_data, tmp_path, monkeypatch
-):
-    """max_length 1024 loads the model with sdpa; its batches, under 512 tokens wide, train
-    with eager attention (train.methods.match_attention_to_batch)."""
-    from transformers.models.llama import modeling_llama
-
-    calls, eager = [], modeling_llama.eager_attention_forward
-
-    def spied(*args, **kwargs):
-        calls.append(args[1].shape[-2])  # the query's length: the batch's width
-        return eager(*args, **kwargs)
-
-    monkeypatch.setattr(modeling_llama, "eager_attention_forward", spied)
-    argv = train_argv(tiny_model_dir, chat_data, tmp_path / "run", "--max-steps", "1")
-    assert main([*argv, "--dtype", "bfloat16", "--max-length", "1024"]) == 0
-    assert calls and max(calls) <= 512
-
-
 def test_skip_invalid_is_the_option_the_reader_names(tiny_model_dir, chat_data, tmp_path, capsys):
     import re
 

@@ -37,7 +37,6 @@ from tuneforge.train.checkpoint import (
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.guards import CollapseWatch, TrainingDivergedError
 from tuneforge.train.loss import autocast_for, output_size
-from tuneforge.train.methods import match_attention_to_batch
 from tuneforge.train.metrics import MetricsLog, peak_memory_bytes, reset_peak_memory
 from tuneforge.train.objectives import PROGRESS_NAMES, Objective, SupervisedObjective
 from tuneforge.train.parallel import Parallel, full_tensor
@@ -217,7 +216,6 @@ def evaluate(
     for batch, weight in rank_share(batches, parallel) if batches else []:
         count += int(weight) * objective.units(batch)
         batch = _to_device(batch, device)
-        match_attention_to_batch(model, batch, device.type, compute_dtype)
         with autocast_for(device, compute_dtype):
             loss, sums = _loss_parts(model, parallel, objective, batch)
         total += weight * float(loss)
@@ -278,7 +276,6 @@ def _train_step(
     share = rank_share(group, parallel)
     for index, (batch, weight) in enumerate(share):
         batch = _to_device(batch, device)
-        match_attention_to_batch(model, batch, device.type, compute_dtype)
         with parallel.no_sync(last=index == len(share) - 1):
             with autocast_for(device, compute_dtype):
                 part, sums = _loss_parts(model, parallel, objective, batch)

@@ -98,62 +98,23 @@ def lora_config_for(config: TrainConfig, target_modules: list[str]):
     )
 
 
-EAGER_ATTENTION_MAX_TOKENS = 512
-"""Widest rows (tokens) trained with eager attention on CPU in bf16 (see
-``attention_implementation``): eager keeps the B x heads x T x T probabilities for backward."""
-
-
 def attention_implementation(device_type: str, compute_dtype: str, max_length: int) -> str:
     """The attention kernel for training: ``sdpa``, or ``eager`` for short bf16 rows on CPU.
 
     Measured on a 2-core AMX CPU (SmolLM2-135M, LoRA, batch 8 x 128 tokens, bf16 autocast):
     torch's CPU flash-attention backward in bf16 takes about a quarter of the step, and the
     plain matmul-softmax-matmul path trains 15% faster. Eager keeps the B x heads x T x T
-    probabilities for backward, so it is used only up to ``EAGER_ATTENTION_MAX_TOKENS``; fp32
-    and CUDA keep sdpa. The model loads with the kernel for the data's longest rows; each batch
-    then runs with the kernel for its own width (``match_attention_to_batch``).
+    probabilities for backward, so it is used only up to 512 tokens; fp32 and CUDA keep sdpa.
 
     Args:
         device_type: ``cpu`` or ``cuda``.
         compute_dtype: ``float32`` or ``bfloat16`` (resolved, not ``auto``).
         max_length: tokens per row (``tuning_vocabulary.row_tokens``: twice the data's
-            max_length for preference pairs), or a batch's width.
+            max_length for preference pairs).
     """
-    if (
-        device_type == "cpu"
-        and compute_dtype == "bfloat16"
-        and max_length <= EAGER_ATTENTION_MAX_TOKENS
-    ):
+    if device_type == "cpu" and compute_dtype == "bfloat16" and max_length <= 512:
         return "eager"
     return "sdpa"
-
-
-def match_attention_to_batch(model: nn.Module, batch: dict, device_type: str, dtype) -> None:
-    """Switch ``model``'s attention kernel to ``attention_implementation``'s choice for the
-    width of ``batch`` (its ``input_ids`` columns) rather than for the data's max_length.
-
-    A RAFT run (rows up to 1,024 tokens) whose batches are 256-448 tokens wide loads with sdpa;
-    its batches then train with eager attention: on the default model in bf16 on CPU, 7% less
-    training time over four interleaved pairs of runs, for 1.4 GiB more peak memory (docs/
-    train.md; ``train.planning`` plans the larger peak). transformers reads
-    ``config._attn_implementation`` at every forward (the layers' kernel and the mask's form),
-    so the switch takes effect at the next forward. A kernel other than eager and sdpa (one the
-    model was loaded with on purpose) is left alone.
-
-    Args:
-        model: the model being trained (peft-wrapped or not).
-        batch: a training or validation batch.
-        device_type: ``cpu`` or ``cuda``.
-        dtype: the compute dtype (``torch.bfloat16``) or its name.
-    """
-    config = getattr(model, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if current not in ("eager", "sdpa") or "input_ids" not in batch:
-        return
-    name = dtype if isinstance(dtype, str) else _dtype_name(dtype)
-    wanted = attention_implementation(device_type, name, int(batch["input_ids"].shape[-1]))
-    if wanted != current:
-        config._attn_implementation = wanted
 
 
 def _load_base(

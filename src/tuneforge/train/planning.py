@@ -8,14 +8,13 @@ the attention kernel, padding or packing. ``train`` prints its result before the
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from tuneforge.plan import MemoryPlan, estimate_memory, load_model_config
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.methods import EAGER_ATTENTION_MAX_TOKENS, attention_implementation
+from tuneforge.train.methods import attention_implementation
 from tuneforge.train.methods import bf16_supported as device_computes_bf16
 from tuneforge.tuning_vocabulary import (
     resolve_dtype,
@@ -69,10 +68,11 @@ def plan_for_run(
         bf16_supported = device_type == "cuda" or device_computes_bf16(torch.device("cpu"))
     compute_dtype = resolve_dtype(config.dtype, bf16_supported)
     max_length = config.data.max_length
-    rows = row_tokens(config.objective, max_length)
-    settings = dict(
+    return estimate_memory(
+        load_model_config(config.model, home=home),
         method=config.method,
         batch_size=config.batch_size,
+        max_length=max_length,
         dtype=compute_dtype,
         lora_r=config.lora_r,
         target_modules=config.target_modules,
@@ -86,38 +86,12 @@ def plan_for_run(
         lora_dropout=config.lora_dropout,
         padding_mask=not config.packing,
         device=device_type,
+        attention=attention_implementation(
+            device_type, compute_dtype, row_tokens(config.objective, max_length)
+        ),
         objective=config.objective,
         reference=resolve_reference(
             config.reference, config.objective, config.method, config.init_adapter is not None
         )
         or "auto",
-    )
-    model_config = load_model_config(config.model, home=home)
-    plan = estimate_memory(
-        model_config,
-        max_length=max_length,
-        attention=attention_implementation(device_type, compute_dtype, rows),
-        **settings,
-    )
-    eager = attention_implementation(device_type, compute_dtype, EAGER_ATTENTION_MAX_TOKENS)
-    if config.packing or rows <= EAGER_ATTENTION_MAX_TOKENS or eager != "eager":
-        return plan
-    # Unpacked batches narrower than the rows may run with eager attention
-    # (train.methods.match_attention_to_batch), whose probabilities can outweigh sdpa's
-    # savings at full width: the plan is the larger of the two peaks.
-    narrow = estimate_memory(
-        model_config,
-        max_length=max_length * EAGER_ATTENTION_MAX_TOKENS // rows,
-        attention="eager",
-        **settings,
-    )
-    peak = narrow if narrow.total > plan.total else plan
-    width = EAGER_ATTENTION_MAX_TOKENS if peak is narrow else rows
-    return replace(
-        peak,
-        settings={
-            **plan.settings,
-            "attention": f"eager up to {EAGER_ATTENTION_MAX_TOKENS} tokens wide, sdpa above",
-        },
-        notes=[*peak.notes, f"peak at batches {width} tokens wide"],
     )
