@@ -32,8 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuneforge.generation.llama_forward import LlamaForward, _base_layer, rms_norm, rotary_tables
-from tuneforge.generation.llama_forward import rotate as rotate_pair
+from tuneforge.generation.llama_forward import (
+    LlamaForward,
+    _base_layer,
+    decoder_layer,
+    rotary_tables,
+)
 from tuneforge.generation.packed_linear import PACKED_LINEARS, packed_linear
 
 logger = logging.getLogger(__name__)
@@ -83,19 +87,13 @@ class CompiledStep:
     def __init__(self, forward: LlamaForward) -> None:
         self.forward = forward
         first = forward.layers[0]
-        groups = [
-            [_bases(group) for group in (layer.qkv, layer.out, layer.gate_up, layer.down)]
-            for layer in forward.layers
-        ]
+        groups = [[_bases(group) for group in layer.groups] for layer in forward.layers]
         packs = [[PACKED_LINEARS.packed(group) for group in layer] for layer in groups]
         # all products packed (bf16 on a CPU with native bf16), or all as F.linear
         self.packed = all(pack is not None for layer in packs for pack in layer)
         self.weights = [
             (
-                layer.input_norm.weight,
-                layer.post_norm.weight,
-                None if layer.q_norm is None else layer.q_norm.weight,
-                None if layer.k_norm is None else layer.k_norm.weight,
+                *layer.norms[0],  # the RMSNorm weights: input, post-attention, q, k
                 *(
                     pack if self.packed else tuple((one.weight, one.bias) for one in group)
                     for group, pack in zip(layer_groups, layer_packs, strict=True)
@@ -104,15 +102,7 @@ class CompiledStep:
             for layer, layer_groups, layer_packs in zip(forward.layers, groups, packs, strict=True)
         ]
         self._step = torch.compile(
-            _step_function(
-                first.input_norm.variance_epsilon,
-                None if first.q_norm is None else first.q_norm.variance_epsilon,
-                first.heads,
-                first.kv_heads,
-                first.head_dim,
-                first.scaling,
-                self.packed,
-            ),
+            _step_function(*first.norms[1], *first.shape, first.scaling, self.packed),
             dynamic=False,
             fullgraph=True,
         )
@@ -162,8 +152,10 @@ def _bases(group: tuple[nn.Module, ...]) -> tuple[nn.Module, ...]:
 
 
 def _step_function(eps, head_eps, heads, kv_heads, head_dim, scaling, packed):
-    """The step as a function of its tensors; the model's constants are closed over."""
-    qk_width = (heads + kv_heads) * head_dim
+    """The step as a function of its tensors; the model's constants are closed over. Each
+    layer is ``llama_forward.decoder_layer`` with this step's products, cache writes (into slot
+    0's view) and attention (over the whole slot under a mask)."""
+    shape = (heads, kv_heads, head_dim)
 
     def product(x, weights):
         if packed:
@@ -175,28 +167,31 @@ def _step_function(eps, head_eps, heads, kv_heads, head_dim, scaling, packed):
     def step(x, cos, sin, write_index, positions, keys, values, layers):
         columns = keys[0].shape[2]
         mask = (torch.arange(columns, device=x.device) <= positions[0, 0])[None, None, None]
-        for index, (in_w, post_w, q_w, k_w, qkv_w, out_w, gate_up_w, down_w) in enumerate(layers):
-            qkv = product(rms_norm(x, in_w, eps), qkv_w)
-            if q_w is None:
-                qk = rotate_pair(
-                    qkv[..., :qk_width].view(1, 1, heads + kv_heads, head_dim), cos, sin
+        for index, (in_w, post_w, q_w, k_w, *products) in enumerate(layers):
+
+            def store(k, v, index=index):
+                keys[index].view(-1, head_dim).index_put_((write_index,), k)
+                values[index].view(-1, head_dim).index_put_((write_index,), v)
+                return keys[index], values[index]
+
+            def attend(q, layer_keys, layer_values):
+                # one query per row: each kv head's query heads along the query axis
+                q = q[:, 0].reshape(1, kv_heads, heads // kv_heads, head_dim)
+                out = F.scaled_dot_product_attention(
+                    q, layer_keys, layer_values, mask, scale=scaling
                 )
-                q, k = qk[:, :, :heads], qk[:, :, heads:]
-            else:
-                q, k = qkv[..., :qk_width].split((heads * head_dim, kv_heads * head_dim), -1)
-                q = rotate_pair(rms_norm(q.view(1, 1, heads, head_dim), q_w, head_eps), cos, sin)
-                k = rotate_pair(rms_norm(k.view(1, 1, kv_heads, head_dim), k_w, head_eps), cos, sin)
-            v = qkv[..., qk_width:].view(1, 1, kv_heads, head_dim)
-            keys[index].view(-1, head_dim).index_put_((write_index,), k.transpose(1, 2))
-            values[index].view(-1, head_dim).index_put_((write_index,), v.transpose(1, 2))
-            # one query per row: each kv head's query heads along the query axis
-            q = q[:, 0].reshape(1, kv_heads, heads // kv_heads, head_dim)
-            attended = F.scaled_dot_product_attention(
-                q, keys[index], values[index], mask, scale=scaling
-            ).reshape(1, 1, heads * head_dim)
-            x = x + product(attended, out_w)
-            gate, up = product(rms_norm(x, post_w, eps), gate_up_w).chunk(2, dim=-1)
-            x = x + product(F.silu(gate) * up, down_w)
+                return out.reshape(1, 1, heads * head_dim)
+
+            x = decoder_layer(
+                x,
+                ((in_w, post_w, q_w, k_w), (eps, head_eps)),
+                shape,
+                cos,
+                sin,
+                lambda group, h, products=products: product(h, products[group]),
+                store,
+                attend,
+            )
         return x
 
     return step

@@ -60,6 +60,42 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torc
     return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
+def decoder_layer(x, norms, shape, cos, sin, project, store, attend, act=F.silu):
+    """One decoder layer of the Llama-style families on ``x`` (``[rows, q, hidden]``): the body
+    the eager forward (``LlamaForward.hidden``) and the compiled step (``compiled_step``) share.
+
+    What differs between the two comes in as functions: ``project(group, h)`` is the product of
+    group 0-3 (q/k/v fused, o, gate/up fused, down) with ``h``; ``store(k, v)`` writes this
+    forward's keys and values (``[rows, kv_heads, q, head_dim]``) and returns what attention
+    reads; ``attend(q, keys, values)`` is ``[rows, q, heads * head_dim]``.
+
+    Args:
+        norms: ``(input, post-attention, q or None, k or None)`` RMSNorm weights and
+            ``(eps, per-head eps)``, as ``(weights, epsilons)``.
+        shape: ``(heads, kv_heads, head_dim)``.
+        cos, sin: ``rotary_tables`` of the forward.
+        act: the MLP activation (SiLU for every family tested).
+    """
+    (in_w, post_w, q_w, k_w), (eps, head_eps) = norms
+    heads, kv_heads, head_dim = shape
+    rows, length = x.shape[:2]
+    qk_width = (heads + kv_heads) * head_dim
+    qkv = project(0, rms_norm(x, in_w, eps))
+    if q_w is None:
+        # q and k are adjacent in the fused output: one rotation for both
+        qk = rotate(qkv[..., :qk_width].view(rows, length, heads + kv_heads, head_dim), cos, sin)
+        q, k = qk[:, :, :heads], qk[:, :, heads:]
+    else:  # qwen3: per-head RMSNorm of q and k before the rotation
+        q, k = qkv[..., :qk_width].split((heads * head_dim, kv_heads * head_dim), -1)
+        q = rotate(rms_norm(q.view(rows, length, heads, head_dim), q_w, head_eps), cos, sin)
+        k = rotate(rms_norm(k.view(rows, length, kv_heads, head_dim), k_w, head_eps), cos, sin)
+    v = qkv[..., qk_width:].view(rows, length, kv_heads, head_dim)
+    keys, values = store(k.transpose(1, 2), v.transpose(1, 2))
+    x = x + project(1, attend(q, keys, values))
+    gate, up = project(2, rms_norm(x, post_w, eps)).chunk(2, dim=-1)
+    return x + project(3, act(gate) * up)
+
+
 @dataclass
 class _Layer:
     """One decoder layer's modules, grouped by the input they read."""
@@ -79,9 +115,26 @@ class _Layer:
     scaling: float
 
     @property
-    def qk_width(self) -> int:
-        """Width of q and k, side by side at the start of the fused q/k/v output."""
-        return (self.heads + self.kv_heads) * self.head_dim
+    def groups(self) -> tuple[tuple[nn.Module, ...], ...]:
+        """The product groups in ``decoder_layer``'s order: q/k/v, o, gate/up, down."""
+        return (self.qkv, self.out, self.gate_up, self.down)
+
+    @property
+    def norms(self) -> tuple:
+        """``decoder_layer``'s ``norms``: the RMSNorm weights and epsilons."""
+        q, k = self.q_norm, self.k_norm
+        weights = (
+            self.input_norm.weight,
+            self.post_norm.weight,
+            None if q is None else q.weight,
+            None if k is None else k.weight,
+        )
+        return weights, (self.input_norm.variance_epsilon, getattr(q, "variance_epsilon", None))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(heads, kv_heads, head_dim)``."""
+        return self.heads, self.kv_heads, self.head_dim
 
 
 class LlamaForward:
@@ -157,35 +210,20 @@ class LlamaForward:
         x = self.embed(input_ids)
         cos, sin = rotary_tables(*self.rotary(x, cache.positions))
         mask = cache.attention_mask()
-        rows, length = input_ids.shape
         for index, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.input_norm.weight, layer.input_norm.variance_epsilon)
-            qkv = self._project(layer.qkv, h, bank)
-            heads, kv_heads, head_dim = layer.heads, layer.kv_heads, layer.head_dim
-            if layer.q_norm is None:
-                # q and k are adjacent in the fused output: one rotation for both
-                qk = qkv[..., : layer.qk_width].view(rows, length, heads + kv_heads, head_dim)
-                qk = rotate(qk, cos, sin)
-                q, k = qk[:, :, :heads], qk[:, :, heads:]
-            else:
-                q, k = qkv[..., : layer.qk_width].split((heads * head_dim, kv_heads * head_dim), -1)
-                q = self._head_norm(layer.q_norm, q.view(rows, length, heads, head_dim))
-                k = self._head_norm(layer.k_norm, k.view(rows, length, kv_heads, head_dim))
-                q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-            v = qkv[..., layer.qk_width :].view(rows, length, kv_heads, head_dim)
-            keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), index)
-            attended = self._attend(layer, q, keys, values, mask)
-            x = x + self._project(layer.out, attended, bank)
-            h = rms_norm(x, layer.post_norm.weight, layer.post_norm.variance_epsilon)
-            gate, up = self._project(layer.gate_up, h, bank).chunk(2, dim=-1)
-            gate = F.silu(gate) if self.silu else layer.act(gate)
-            x = x + self._project(layer.down, gate * up, bank)
+            groups = layer.groups
+            x = decoder_layer(
+                x,
+                layer.norms,
+                layer.shape,
+                cos,
+                sin,
+                lambda group, h, groups=groups: self._project(groups[group], h, bank),
+                lambda k, v, index=index: cache.update(k, v, index),
+                lambda q, keys, values, layer=layer: self._attend(layer, q, keys, values, mask),
+                F.silu if self.silu else layer.act,
+            )
         return x
-
-    @staticmethod
-    def _head_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """qwen3's per-head RMSNorm of ``x`` (``[rows, q, heads, head_dim]``)."""
-        return rms_norm(x, norm.weight, norm.variance_epsilon)
 
     def logits(self, hidden: torch.Tensor, bank: LoraBank | None) -> torch.Tensor:
         """float32 next-token scores ``[rows, vocab]`` of hidden states ``[rows, hidden]``."""
