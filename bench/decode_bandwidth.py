@@ -137,42 +137,22 @@ def main() -> None:
         )
     llama, skipped = llama_cpp_step(args.home, args.threads)
 
-    gib = 1e9
+    def row(what: str, seconds: float | None, read_rate: bool = False) -> list[str] | None:
+        if seconds is None:
+            return None
+        rate = f"{total_bytes / seconds / 1e9:.1f}" if read_rate else ""
+        ratio = "" if llama is None else f"{seconds / llama:.2f}"
+        return [what, f"{seconds * 1e3:.2f}", rate, ratio]
+
     rows = [
-        [
-            "read: sum of a bf16 tensor of the weights' size",
-            f"{read * 1e3:.2f}",
-            f"{total_bytes / read / gib:.1f}",
-            "",
-        ]
+        row("read: sum of a bf16 tensor of the weights' size", read, read_rate=True),
+        row("products of one step (all groups, nothing else)", every, read_rate=True),
+        row("tuneforge fast path, eager step", eager),
+        row("tuneforge fast path, compiled step", compiled),
+        row("llama.cpp f16 step (prompt excluded)", llama),
     ]
-    rows.append(
-        [
-            "products of one step (all groups, nothing else)",
-            f"{every * 1e3:.2f}",
-            f"{total_bytes / every / gib:.1f}",
-            "" if llama is None else f"{every / llama:.2f}",
-        ]
-    )
-    rows.append(
-        [
-            "tuneforge fast path, eager step",
-            f"{eager * 1e3:.2f}",
-            "",
-            "" if llama is None else f"{eager / llama:.2f}",
-        ]
-    )
-    if compiled is not None:
-        rows.append(
-            [
-                "tuneforge fast path, compiled step",
-                f"{compiled * 1e3:.2f}",
-                "",
-                "" if llama is None else f"{compiled / llama:.2f}",
-            ]
-        )
-    if llama is not None:
-        rows.append(["llama.cpp f16 step (prompt excluded)", f"{llama * 1e3:.2f}", "", "1.00"])
+    rows = [r for r in rows if r is not None]
+    rows[0][3] = ""  # the read is not a step
     table = markdown_table(["what", "ms", "GB/s of weights", "x llama.cpp step"], rows)
     lines = [
         f"Default model, bf16 weights ({total_bytes / 1e6:.0f} MB read per step), batch 1, "
