@@ -33,11 +33,9 @@ def tokenizer():
 
 
 @pytest.fixture
-def compiling():
+def compiling(compiled_calls):
+    """Compiled steps on for one test (``compiled_calls`` turns them off and resets dynamo)."""
     compile_decode_steps(True)
-    yield
-    compile_decode_steps(False)
-    torch._dynamo.reset()  # each model's graph is a cache entry; dynamo keeps at most 8
 
 
 def test_compiling_is_off_unless_asked(tokenizer):
@@ -45,7 +43,7 @@ def test_compiling_is_off_unless_asked(tokenizer):
     model = build("llama", tokenizer)
     decoder = new_batch_decoder(model, tokenizer)
     decode_all(decoder, model, rows_for(tokenizer, [3], prompts=["Hi"]))
-    assert decoder.compiled_steps() == [None]
+    assert [forward.compiled for forward in decoder.model_forwards()] == [None]
 
 
 @needs_compiler
@@ -57,7 +55,7 @@ def test_a_compiled_step_decodes_the_greedy_tokens_of_the_eager_step(tokenizer, 
     decoder = new_batch_decoder(model, tokenizer)
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = decode_all(decoder, model, rows)
-    (step,) = decoder.compiled_steps()
+    step = decoder.model_forwards()[0].compiled
     assert step is not None and step.failed is None and step.compile_seconds is not None
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
     compile_decode_steps(False)
@@ -107,7 +105,7 @@ def test_a_bf16_compiled_step_runs_the_packed_products(tokenizer, compiling):
     rows = rows_for(tokenizer, [16], prompts=["The capital of France is"])
     decoder = new_batch_decoder(model, tokenizer)
     compiled = decode_all(decoder, model, rows)
-    (step,) = decoder.compiled_steps()
+    step = decoder.model_forwards()[0].compiled
     assert step.packed and step.failed is None
     compile_decode_steps(False)
     eager = generate_rows(model, tokenizer, rows)
@@ -131,7 +129,7 @@ def test_a_failed_compile_warns_and_decodes_eagerly(tokenizer, compiling, monkey
     decoder = new_batch_decoder(model, tokenizer)
     with caplog.at_level("WARNING"):
         replies = decode_all(decoder, model, rows)
-    (step,) = decoder.compiled_steps()
+    step = decoder.model_forwards()[0].compiled
     assert step.failed == "RuntimeError: no C++ compiler found"
     assert "decoding eagerly" in caplog.text
     compile_decode_steps(False)

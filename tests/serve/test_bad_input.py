@@ -4,7 +4,6 @@ keeps serving; a full queue answers 429 at once."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -100,9 +99,9 @@ def test_api_key_required_everywhere_but_health(server):
 def test_adapter_paths_outside_the_root_are_refused(server, adapter_root, tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    link = adapter_root / "link-out"
-    if not link.exists():
-        os.symlink(outside, link)
+    link = adapter_root / "link-out-bad-input"  # the root is shared; this test's own link
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside)
     for path in ["/etc", str(adapter_root / ".." / "x"), str(link), str(outside)]:
         status, text = server.http(
             "POST", "/v1/load_lora_adapter", {"lora_name": "evil", "lora_path": path}

@@ -212,10 +212,10 @@ class BatchDecoder:
         logits = self._logits(model, input_ids, entries, [0] * len(entries))
         return self._advance(model, entries, logits)
 
-    def compiled_steps(self) -> list:
-        """The compiled single-row steps (``compiled_step.CompiledStep``; None for a model
-        whose steps do not compile) of the models this decoder has run, in first-use order."""
-        return [forward.compiled for forward, _ in self._forwards.values()]
+    def model_forwards(self) -> list[LlamaForward]:
+        """The forwards of the models this decoder has run, in first-use order (each one's
+        ``compiled`` is its compiled single-row step, or None where steps do not compile)."""
+        return [forward for forward, _ in self._forwards.values()]
 
     def forget_model(self) -> None:
         """Drop what was derived from the model's modules (call after adapters changed)."""

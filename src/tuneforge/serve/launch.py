@@ -89,7 +89,6 @@ def compile_decode_step(registry) -> str:
     )
     from tuneforge.generation.compiled_step import compile_blocker, compile_decode_steps
     from tuneforge.generation.decoding import decode_all
-    from tuneforge.generation.llama_forward import LlamaForward
 
     compile_decode_steps(True)
     blocker = fast_path_blocker(registry.model, ())
@@ -100,9 +99,10 @@ def compile_decode_step(registry) -> str:
     started = time.perf_counter()
     decode_all(decoder, registry.model, [Row(ids, GenerationSettings(max_new_tokens=4))], [()])
     seconds = time.perf_counter() - started
-    (compiled,) = decoder.compiled_steps()
+    (forward,) = decoder.model_forwards()
+    compiled = forward.compiled
     if compiled is None:
-        return f"decode steps not compiled: {compile_blocker(LlamaForward(registry.model))}"
+        return f"decode steps not compiled: {compile_blocker(forward)}"
     if compiled.failed is not None:
         return f"decode steps not compiled ({compiled.failed}): decoding eagerly"
     return f"single-row decode steps compiled in {seconds:.1f} s"
