@@ -13,7 +13,7 @@ bf16) and reports tuneforge's useful training FLOP/s as a fraction of it.
 
     .venv/bin/python bench/vs_trl.py            # 20 steps, batch 8, max length 256
     .venv/bin/python bench/vs_trl.py --quick    # 6 steps, batch 4, max length 128
-    .venv/bin/python bench/vs_trl.py --compile  # + tuneforge --compile rows in bf16
+    .venv/bin/python bench/vs_trl.py --compile  # + tuneforge --compile rows
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="also run tuneforge --compile in bf16 (TRL has no counterpart row)",
+        help="also run tuneforge --compile (TRL has no counterpart row)",
     )
     parser.add_argument("--packing", type=int, default=0)
     parser.add_argument(
@@ -280,7 +280,7 @@ def main() -> None:
     combos = [(dtype, packing) for dtype in dtypes for packing in (0, 1)]
     for dtype, packing in combos:
         runs = ["trl", "tuneforge"]
-        if args.compile and dtype == "bfloat16":
+        if args.compile:
             runs.append("tuneforge-compile")
         results = {which: launch(args, which, packing, dtype) for which in runs}
         trl = results["trl"]
