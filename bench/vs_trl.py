@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -229,6 +230,15 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median tokens/s (the lower middle one for an even count), with the highest
+    peak RSS of them all."""
+    ordered = sorted(runs, key=lambda run: run["tokens_per_s"])
+    middle = dict(ordered[(len(ordered) - 1) // 2])
+    middle["peak_rss_bytes"] = max(run["peak_rss_bytes"] for run in runs)
+    return middle
+
+
 def launch(args, which: str, packing: int, dtype: str) -> dict:
     """Run a worker subprocess and parse its result line."""
     command = [
@@ -259,6 +269,12 @@ def main() -> None:
         action="store_true",
         help="also run tuneforge --compile (TRL has no counterpart row)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each trainer per row, in alternating order; speed is the median pair ratio",
+    )
     parser.add_argument("--packing", type=int, default=0)
     parser.add_argument(
         "--dtype", choices=["float32", "bfloat16", "both"], default="both", help="precision(s)"
@@ -282,8 +298,12 @@ def main() -> None:
         runs = ["trl", "tuneforge"]
         if args.compile:
             runs.append("tuneforge-compile")
-        results = {which: launch(args, which, packing, dtype) for which in runs}
-        trl = results["trl"]
+        repeats: dict[str, list[dict]] = {which: [] for which in runs}
+        for repeat in range(args.repeats):  # pairs in alternating order: drift hits both alike
+            for which in runs if repeat % 2 == 0 else runs[::-1]:
+                repeats[which].append(launch(args, which, packing, dtype))
+        trl_rates = [res["tokens_per_s"] for res in repeats["trl"]]
+        results = {which: _median_run(found) for which, found in repeats.items()}
         names = {
             "trl": "TRL SFTTrainer + peft",
             "tuneforge": "tuneforge",
@@ -292,7 +312,13 @@ def main() -> None:
         for which, res in results.items():
             name = names[which]
             rate = res["tokens_per_s"]
-            speedup = rate / trl["tokens_per_s"] if trl["tokens_per_s"] else 0.0
+            pairs = sorted(
+                run["tokens_per_s"] / base
+                for run, base in zip(repeats[which], trl_rates, strict=True)
+                if base
+            )
+            speedup = statistics.median(pairs) if pairs else 0.0
+            spread = f" ({pairs[0]:.2f}-{pairs[-1]:.2f})" if len(pairs) > 1 else ""
             tail = res["losses"][-3:]
             rows.append(
                 [
@@ -303,7 +329,7 @@ def main() -> None:
                     f"{res['peak_rss_bytes'] / 2**30:.2f}",
                     f"{res['losses'][0]:.3f}",
                     f"{sum(tail) / len(tail):.3f}",
-                    f"{speedup:.2f}x",
+                    f"{speedup:.2f}x{spread}",
                 ]
             )
             if which == "trl":
@@ -319,7 +345,9 @@ def main() -> None:
         f"Default model (SmolLM2-135M-Instruct), JSON-orders task, LoRA r={LORA['r']} "
         f"alpha={LORA['alpha']} on every linear layer but the head, batch "
         f"{args.batch_size}, max length {args.max_length}, {args.steps} steps, "
-        f"{args.threads or 'default'} torch threads, loss on the "
+        f"{args.threads or 'default'} torch threads, {args.repeats} run(s) of each trainer per "
+        "row in alternating order (tokens/s: the median run; speed vs TRL: the median of the "
+        "pairs' ratios, with their range), loss on the "
         "answer only. Tokens/s = real (non-pad) tokens, steady state (steps 2..N; a "
         "--compile row compiles during step 1, outside it); peak RSS of "
         "each run's own process (model load included). Activation checkpointing off for both (TRL's default is on). Data order differs between the two "
