@@ -14,6 +14,7 @@ bf16) and reports tuneforge's useful training FLOP/s as a fraction of it.
     .venv/bin/python bench/vs_trl.py            # 20 steps, batch 8, max length 256
     .venv/bin/python bench/vs_trl.py --quick    # 6 steps, batch 4, max length 128
     .venv/bin/python bench/vs_trl.py --compile  # + tuneforge --compile rows
+    .venv/bin/python bench/vs_trl.py --repeats 3  # 3 alternating pairs per row, median ratio
 """
 
 from __future__ import annotations
