@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -53,6 +54,91 @@ def steady_rate(tokens: list[int], ends: list[float]) -> float:
     return sum(tokens[1:]) / (ends[-1] - ends[0])
 
 
+def tuneforge_fields(args, data: Path, out: Path, lr: float, **extra) -> dict:
+    """The ``tuneforge train`` config both benches run: LoRA on the default model with the
+    bench's steps, batch, length and dtype, linear schedule without warm-up; ``extra`` adds
+    the run's own fields."""
+    return dict(
+        model=str(model_dir()),
+        data=str(data),
+        method="lora",
+        out=str(out),
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        lr=lr,
+        warmup_ratio=0.0,
+        schedule="linear",
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        dtype=args.dtype,
+        max_grad_norm=1.0,
+        progress=False,
+        **extra,
+    )
+
+
+def trl_setup(args, lr: float) -> SimpleNamespace:
+    """What both TRL runs share: the tokenizer, the base in the run's dtype, the LoRA config,
+    the trainer arguments every TRL config takes (``common``), and a step timer (``timer``, a
+    callback appending each step's end to ``ends``, in seconds since step 1 began)."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    folder = model_dir()
+    ends: list[float] = []
+    start = [0.0]
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *_args, **_kwargs):
+            if not start[0]:
+                start[0] = time.perf_counter()
+
+        def on_step_end(self, *_args, **_kwargs):
+            ends.append(time.perf_counter() - start[0])
+
+    common = dict(
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=lr,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        max_length=args.max_length,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=args.dtype == "bfloat16",
+        fp16=False,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        max_grad_norm=1.0,
+        # TRL's configs turn activation checkpointing on by default; tuneforge's default is off.
+        # Same recipe for both: off.
+        gradient_checkpointing=False,
+    )
+    return SimpleNamespace(
+        tokenizer=AutoTokenizer.from_pretrained(folder),
+        model=AutoModelForCausalLM.from_pretrained(
+            folder, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
+        ),
+        peft_config=LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+        common=common,
+        timer=Timer(),
+        ends=ends,
+    )
+
+
 def run_tuneforge(args) -> dict:
     """One tuneforge run through ``tuneforge.train.train``; read back its metrics."""
     import shutil
@@ -63,25 +149,13 @@ def run_tuneforge(args) -> dict:
     out = Path(args.workdir) / f"{args.worker}-{args.packing}"
     shutil.rmtree(out, ignore_errors=True)
     config = config_from_dict(
-        dict(
-            model=str(model_dir()),
-            data=str(DATA),
-            method="lora",
-            out=str(out),
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
+        tuneforge_fields(
+            args,
+            DATA,
+            out,
+            LR,
             packing=bool(args.packing),
             compile=args.worker == "tuneforge-compile",
-            lr=LR,
-            warmup_ratio=0.0,
-            schedule="linear",
-            lora_r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            dtype=args.dtype,
-            max_grad_norm=1.0,
-            progress=False,
         )
     )
     lines: list[str] = []
@@ -109,66 +183,22 @@ def _trl_dataset():
 
 def run_trl(args) -> dict:
     """One TRL SFTTrainer + peft run with a callback timing each step and a counting collator."""
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    folder = model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
-    )
-    ends: list[float] = []
+    setup = trl_setup(args, LR)
     tokens: list[int] = []
-    start = [0.0]
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *_args, **_kwargs):
-            if not start[0]:
-                start[0] = time.perf_counter()
-
-        def on_step_end(self, *_args, **_kwargs):
-            ends.append(time.perf_counter() - start[0])
-
     config = SFTConfig(
         output_dir=str(Path(args.workdir) / f"trl-{args.packing}"),
-        max_steps=args.steps,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
-        learning_rate=LR,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        max_length=args.max_length,
         packing=bool(args.packing),
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=args.dtype == "bfloat16",
-        fp16=False,
-        seed=0,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        max_grad_norm=1.0,
-        # TRL's SFTConfig turns activation checkpointing on by default; tuneforge's default is
-        # off. Same recipe for both: off.
-        gradient_checkpointing=False,
-    )
-    peft_config = LoraConfig(
-        r=LORA["r"],
-        lora_alpha=LORA["alpha"],
-        lora_dropout=LORA["dropout"],
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        **setup.common,
     )
     trainer = SFTTrainer(
-        model=model,
+        model=setup.model,
         args=config,
         train_dataset=_trl_dataset(),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Timer()],
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=[setup.timer],
     )
     collate = trainer.data_collator
 
@@ -183,7 +213,7 @@ def run_trl(args) -> dict:
     trainer.data_collator = counting_collator
     trainer.train()
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    return {"tokens": tokens[: len(ends)], "ends": ends, "losses": losses}
+    return {"tokens": tokens[: len(setup.ends)], "ends": setup.ends, "losses": losses}
 
 
 def matmul_peak() -> dict[str, float]:

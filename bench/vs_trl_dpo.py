@@ -32,13 +32,12 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import markdown_table, peak_rss_bytes, report
-from vs_trl import LORA, model_dir, steady_rate
+from vs_trl import LORA, steady_rate, trl_setup, tuneforge_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "src" / "tuneforge" / "assets" / "json_orders" / "preference.jsonl"
@@ -55,28 +54,7 @@ def run_tuneforge(args) -> dict:
 
     out = Path(args.workdir) / f"tuneforge-{args.dtype}"
     shutil.rmtree(out, ignore_errors=True)
-    config = config_from_dict(
-        dict(
-            model=str(model_dir()),
-            data=str(DATA),
-            objective="dpo",
-            beta=BETA,
-            method="lora",
-            out=str(out),
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            lr=LR,
-            warmup_ratio=0.0,
-            schedule="linear",
-            lora_r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            dtype=args.dtype,
-            max_grad_norm=1.0,
-            progress=False,
-        )
-    )
+    config = config_from_dict(tuneforge_fields(args, DATA, out, LR, objective="dpo", beta=BETA))
     train(config, log=lambda _line: None)
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     return {
@@ -97,64 +75,18 @@ def _trl_dataset():
 
 def run_trl(args) -> dict:
     """One TRL DPOTrainer + peft run, timing each step and counting the collated tokens."""
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    folder = model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=getattr(torch, args.dtype), attn_implementation="sdpa"
-    )
-    ends: list[float] = []
+    setup = trl_setup(args, LR)
     tokens: list[int] = []
-    start = [0.0]
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *_args, **_kwargs):
-            if not start[0]:
-                start[0] = time.perf_counter()
-
-        def on_step_end(self, *_args, **_kwargs):
-            ends.append(time.perf_counter() - start[0])
-
-    config = DPOConfig(
-        output_dir=str(Path(args.workdir) / "trl"),
-        max_steps=args.steps,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=1,
-        learning_rate=LR,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        max_length=args.max_length,
-        beta=BETA,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=args.dtype == "bfloat16",
-        fp16=False,
-        seed=0,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        max_grad_norm=1.0,
-        gradient_checkpointing=False,  # DPOConfig's default is on; tuneforge's is off
-    )
-    peft_config = LoraConfig(
-        r=LORA["r"],
-        lora_alpha=LORA["alpha"],
-        lora_dropout=LORA["dropout"],
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
+    config = DPOConfig(output_dir=str(Path(args.workdir) / "trl"), beta=BETA, **setup.common)
     trainer = DPOTrainer(
-        model=model,
+        model=setup.model,
         args=config,
         train_dataset=_trl_dataset(),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[Timer()],
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=[setup.timer],
     )
     collate = trainer.data_collator
 
@@ -167,8 +99,8 @@ def run_trl(args) -> dict:
     trainer.train()
     logged = [row for row in trainer.state.log_history if "loss" in row]
     return {
-        "tokens": tokens[: len(ends)],
-        "ends": ends,
+        "tokens": tokens[: len(setup.ends)],
+        "ends": setup.ends,
         "losses": [row["loss"] for row in logged],
         "accuracies": [row.get("rewards/accuracies", math.nan) for row in logged],
     }
