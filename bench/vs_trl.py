@@ -139,6 +139,31 @@ def trl_setup(args, lr: float) -> SimpleNamespace:
     )
 
 
+def train_trl(setup, trainer_class, config, dataset, count) -> tuple[object, list[int]]:
+    """Build ``trainer_class`` from ``setup`` (``trl_setup``) and train it, counting each
+    collated batch's real tokens with ``count(batch)``; return the trainer and the counts of
+    the timed steps."""
+    trainer = trainer_class(
+        model=setup.model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=setup.tokenizer,
+        peft_config=setup.peft_config,
+        callbacks=[setup.timer],
+    )
+    collate = trainer.data_collator
+    tokens: list[int] = []
+
+    def counting_collator(features):
+        batch = collate(features)
+        tokens.append(count(batch))
+        return batch
+
+    trainer.data_collator = counting_collator
+    trainer.train()
+    return trainer, tokens[: len(setup.ends)]
+
+
 def run_tuneforge(args) -> dict:
     """One tuneforge run through ``tuneforge.train.train``; read back its metrics."""
     import shutil
@@ -186,34 +211,22 @@ def run_trl(args) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     setup = trl_setup(args, LR)
-    tokens: list[int] = []
     config = SFTConfig(
         output_dir=str(Path(args.workdir) / f"trl-{args.packing}"),
         packing=bool(args.packing),
         **setup.common,
     )
-    trainer = SFTTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=_trl_dataset(),
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=[setup.timer],
-    )
-    collate = trainer.data_collator
-
-    def counting_collator(features):
-        batch = collate(features)
-        if "attention_mask" in batch:
-            tokens.append(int(batch["attention_mask"].sum()))
-        else:  # padding-free packing: every position is a real token
-            tokens.append(int(batch["input_ids"].numel()))
-        return batch
-
-    trainer.data_collator = counting_collator
-    trainer.train()
+    trainer, tokens = train_trl(setup, SFTTrainer, config, _trl_dataset(), _real_tokens)
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-    return {"tokens": tokens[: len(setup.ends)], "ends": setup.ends, "losses": losses}
+    return {"tokens": tokens, "ends": setup.ends, "losses": losses}
+
+
+def _real_tokens(batch) -> int:
+    """Real tokens of an SFT batch: its attention mask's sum; every position of a padding-free
+    packed batch (which has no mask)."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
 
 
 def matmul_peak() -> dict[str, float]:

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import markdown_table, peak_rss_bytes, report
-from vs_trl import LORA, steady_rate, trl_setup, tuneforge_fields
+from vs_trl import LORA, steady_rate, train_trl, trl_setup, tuneforge_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "src" / "tuneforge" / "assets" / "json_orders" / "preference.jsonl"
@@ -78,28 +78,14 @@ def run_trl(args) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     setup = trl_setup(args, LR)
-    tokens: list[int] = []
     config = DPOConfig(output_dir=str(Path(args.workdir) / "trl"), beta=BETA, **setup.common)
-    trainer = DPOTrainer(
-        model=setup.model,
-        args=config,
-        train_dataset=_trl_dataset(),
-        processing_class=setup.tokenizer,
-        peft_config=setup.peft_config,
-        callbacks=[setup.timer],
+    # prompt+chosen and prompt+rejected: the mask's sum
+    trainer, tokens = train_trl(
+        setup, DPOTrainer, config, _trl_dataset(), lambda batch: int(batch["attention_mask"].sum())
     )
-    collate = trainer.data_collator
-
-    def counting_collator(features):
-        batch = collate(features)
-        tokens.append(int(batch["attention_mask"].sum()))  # prompt+chosen and prompt+rejected
-        return batch
-
-    trainer.data_collator = counting_collator
-    trainer.train()
     logged = [row for row in trainer.state.log_history if "loss" in row]
     return {
-        "tokens": tokens[: len(setup.ends)],
+        "tokens": tokens,
         "ends": setup.ends,
         "losses": [row["loss"] for row in logged],
         "accuracies": [row.get("rewards/accuracies", math.nan) for row in logged],
