@@ -245,9 +245,9 @@ def _let_autocast_cast_lora_inputs(model: nn.Module) -> None:
             module.cast_input_dtype_enabled = False
 
 
-def fuse_lora_updates(model: nn.Module) -> int:
+def fuse_lora_updates(model: nn.Module) -> None:
     """Give each plain peft LoRA linear layer a forward that adds ``scaling·(x·Aᵀ)·Bᵀ`` to the
-    base output inside one ``addmm``; return how many layers got it.
+    base output inside one ``addmm``.
 
     peft computes ``result + lora_B(lora_A(x)) * scaling``: two more passes over the layer's
     whole output (the multiply, the add), and the multiply again in the backward pass. In
@@ -261,12 +261,9 @@ def fuse_lora_updates(model: nn.Module) -> int:
     """
     from peft.tuners.lora.layer import Linear
 
-    count = 0
     for module in model.modules():
         if type(module) is Linear:
             module.forward = _FusedLoraForward(module)
-            count += 1
-    return count
 
 
 class _FusedLoraForward:
